@@ -1,0 +1,3 @@
+DROP TABLE tx_partitions;
+DROP TABLE transactions;
+DROP TABLE blocks;

@@ -1,0 +1,963 @@
+//! Deterministic parallel execution of a batch.
+//!
+//! 1. **Admit** (parallel): check limits and duplicate ids, decode arguments,
+//!    collect each call's footprint. Failures become rejected outcomes.
+//! 2. **Schedule**: walk the batch in block order and add an edge `i -> j`
+//!    whenever `j` touches something `i` touched before it and one of them
+//!    writes (reads by many readers are not ordered among themselves). The
+//!    graph is acyclic by construction (edges point forward in block order).
+//! 3. **Run** (parallel): a transaction starts when every predecessor has
+//!    finished, on the rayon pool. It therefore sees exactly the values that
+//!    sequential execution in block order would show it, so the outcome equals
+//!    sequential execution, with no aborts and no re-execution.
+//!
+//! [`Executor::execute_sequential`] is the plain reference: one transaction
+//! after another. Property tests hold the two equal.
+
+use crate::chaincode::KeyValues;
+use crate::chaincode::{
+    Access, BlockInfo, ChaincodeError, Mode, Prepared, ReadView, Registry, Slot, Target, TxContext,
+};
+use crate::error::{codes, Code};
+use crate::model::{Limits, PartitionId, Transaction, TxId, TxOutcome, TxStatus};
+use crate::state::State;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::ops::Bound;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Ids already applied in earlier blocks. An id is applied at most once, ever.
+pub trait KnownIds: Sync {
+    fn contains(&self, id: &TxId) -> bool;
+}
+
+/// The hasher for in-memory indexes: fast, and seeded per process so that
+/// crafted ids or keys cannot force collisions. Nothing iterates these maps,
+/// so the seed never influences a result.
+pub type FastState = foldhash::fast::RandomState;
+
+impl<S: BuildHasher + Sync> KnownIds for HashSet<TxId, S> {
+    fn contains(&self, id: &TxId) -> bool {
+        HashSet::contains(self, id)
+    }
+}
+
+/// Runs chaincode over batches.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    registry: Registry,
+    limits: Limits,
+    /// Run a batch whose dependency graph leaves almost no parallelism on the
+    /// sequential path, which has less bookkeeping. Off only in tests that
+    /// must exercise the parallel scheduler on fully conflicting batches.
+    sequential_fallback: bool,
+}
+
+/// Below this ratio of transactions to critical-path length, a batch runs
+/// sequentially: waiting on each other would cost more than it saves.
+const PARALLELISM_MIN: f64 = 1.25;
+
+/// An admitted call, with the hash of each declared access (computed during
+/// parallel admission so that scheduling does not hash anything).
+struct Ready {
+    prepared: Prepared,
+    hashes: Vec<u64>,
+}
+
+/// Why a transaction was rejected before it ran.
+#[derive(Debug, Clone)]
+struct Rejection {
+    code: Code,
+    message: String,
+}
+
+impl Rejection {
+    fn new(code: Code, message: String) -> Self {
+        Rejection { code, message }
+    }
+
+    fn outcome(&self) -> TxOutcome {
+        TxOutcome::rejected(self.code.clone(), self.message.clone())
+    }
+}
+
+type Admitted = Result<Ready, Rejection>;
+
+/// Keys written under declared prefixes, per partition.
+type Overlay = Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
+/// What a batch produced, in block order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub outcomes: Vec<TxOutcome>,
+    /// Partitions each transaction declared (empty when it was rejected
+    /// before declaring any): the audit index of who touched what.
+    pub partitions: Vec<Vec<PartitionId>>,
+}
+
+fn executed(outcomes: Vec<TxOutcome>, admitted: &[Admitted]) -> Executed {
+    let partitions = admitted
+        .iter()
+        .map(|a| match a {
+            Err(_) => Vec::new(),
+            Ok(r) => {
+                let mut ps: Vec<PartitionId> = r
+                    .prepared
+                    .footprint
+                    .accesses()
+                    .iter()
+                    .map(|a| a.partition.clone())
+                    .collect();
+                ps.dedup();
+                ps
+            }
+        })
+        .collect();
+    Executed {
+        outcomes,
+        partitions,
+    }
+}
+
+impl Executor {
+    pub fn new(registry: Registry, limits: Limits) -> Self {
+        Executor {
+            registry,
+            limits,
+            sequential_fallback: true,
+        }
+    }
+
+    pub fn with_sequential_fallback(mut self, enabled: bool) -> Self {
+        self.sequential_fallback = enabled;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Reference execution: one transaction after another, in block order.
+    pub fn execute_sequential(
+        &self,
+        state: &State,
+        known: &dyn KnownIds,
+        block: BlockInfo,
+        txs: &[Transaction],
+    ) -> Executed {
+        let duplicate = duplicates(known, txs);
+        let admitted: Vec<Admitted> = txs
+            .iter()
+            .zip(&duplicate)
+            .map(|(tx, dup)| self.admit(tx, *dup))
+            .collect();
+        executed(self.run_sequential(state, block, txs, &admitted), &admitted)
+    }
+
+    /// Parallel execution on `pool`; always equal to [`Self::execute_sequential`].
+    pub fn execute_parallel(
+        &self,
+        pool: &rayon::ThreadPool,
+        state: &State,
+        known: &dyn KnownIds,
+        block: BlockInfo,
+        txs: &[Transaction],
+    ) -> Executed {
+        let duplicate = duplicates(known, txs);
+        let admitted: Vec<Admitted> = pool.install(|| {
+            use rayon::prelude::*;
+            txs.par_iter()
+                .zip(duplicate.par_iter())
+                .with_min_len(64)
+                .map(|(tx, dup)| self.admit(tx, *dup))
+                .collect()
+        });
+        let outcomes = if pool.current_num_threads() == 1 {
+            self.run_sequential(state, block, txs, &admitted)
+        } else {
+            let graph = pool.install(|| Graph::build(&admitted, pool.current_num_threads()));
+            let parallelism = graph.admitted as f64 / graph.critical_path.max(1) as f64;
+            if self.sequential_fallback && parallelism < PARALLELISM_MIN {
+                self.run_sequential(state, block, txs, &admitted)
+            } else {
+                self.run_parallel(pool, state, block, txs, &admitted, graph)
+            }
+        };
+        executed(outcomes, &admitted)
+    }
+
+    fn admit(&self, tx: &Transaction, duplicate: bool) -> Admitted {
+        if duplicate {
+            return Err(Rejection::new(
+                codes::DUPLICATE_TX_ID,
+                format!("transaction id {} was already used", tx.id),
+            ));
+        }
+        if tx.args.len() > self.limits.args_bytes_max {
+            return Err(Rejection::new(
+                codes::TX_TOO_LARGE,
+                format!(
+                    "arguments of {} bytes exceed args_bytes_max {}",
+                    tx.args.len(),
+                    self.limits.args_bytes_max
+                ),
+            ));
+        }
+        let Some(chaincode) = self.registry.get(&tx.domain) else {
+            return Err(Rejection::new(
+                codes::UNKNOWN_DOMAIN,
+                format!("no chaincode is installed for domain {}", tx.domain),
+            ));
+        };
+        let prepared = catch_unwind(AssertUnwindSafe(|| chaincode.prepare(tx)))
+            .unwrap_or_else(|_| Err(fault()));
+        let mut prepared = prepared.map_err(|e| Rejection::new(e.code, e.message))?;
+        prepared.footprint.normalize();
+        let accesses = prepared.footprint.accesses();
+        if accesses.len() > self.limits.footprint_len_max {
+            return Err(Rejection::new(
+                codes::FOOTPRINT_TOO_LARGE,
+                format!(
+                    "{} declared accesses exceed footprint_len_max {}",
+                    accesses.len(),
+                    self.limits.footprint_len_max
+                ),
+            ));
+        }
+        for a in accesses {
+            let (Target::Key(k) | Target::Prefix(k)) = &a.target;
+            if k.len() > self.limits.key_bytes_max {
+                return Err(Rejection::new(
+                    codes::KEY_TOO_LARGE,
+                    format!(
+                        "declared key of {} bytes exceeds key_bytes_max {}",
+                        k.len(),
+                        self.limits.key_bytes_max
+                    ),
+                ));
+            }
+        }
+        let hashes = accesses.iter().map(access_hash).collect();
+        Ok(Ready { prepared, hashes })
+    }
+
+    fn call(
+        &self,
+        tx: &Transaction,
+        block: BlockInfo,
+        index: usize,
+        prepared: &Prepared,
+        view: &dyn ReadView,
+    ) -> TxOutcome {
+        let mut ctx = TxContext::new(
+            tx,
+            block,
+            index as u32,
+            &prepared.footprint,
+            view,
+            &self.limits,
+        );
+        let result = catch_unwind(AssertUnwindSafe(|| prepared.call.execute(&mut ctx)))
+            .unwrap_or_else(|_| Err(fault()));
+        match ctx.finish(result) {
+            Ok(f) => TxOutcome {
+                status: TxStatus::Committed,
+                code: None,
+                message: String::new(),
+                output: f.output,
+                events: f.events,
+                writes: f.writes,
+            },
+            Err(e) => TxOutcome::rejected(e.code, e.message),
+        }
+    }
+
+    fn run_sequential(
+        &self,
+        state: &State,
+        block: BlockInfo,
+        txs: &[Transaction],
+        admitted: &[Admitted],
+    ) -> Vec<TxOutcome> {
+        let mut view = SeqView {
+            base: state,
+            overlay: BTreeMap::new(),
+        };
+        let mut out = Vec::with_capacity(txs.len());
+        for (i, (tx, adm)) in txs.iter().zip(admitted).enumerate() {
+            let outcome = match adm {
+                Err(rejected) => rejected.outcome(),
+                Ok(ready) => self.call(tx, block, i, &ready.prepared, &view),
+            };
+            for w in &outcome.writes {
+                view.overlay
+                    .entry(w.partition.clone())
+                    .or_default()
+                    .insert(w.key.clone(), w.value.clone());
+            }
+            out.push(outcome);
+        }
+        out
+    }
+
+    fn run_parallel(
+        &self,
+        pool: &rayon::ThreadPool,
+        state: &State,
+        block: BlockInfo,
+        txs: &[Transaction],
+        admitted: &[Admitted],
+        graph: Graph<'_>,
+    ) -> Vec<TxOutcome> {
+        let results: Vec<OnceLock<TxOutcome>> = (0..txs.len()).map(|_| OnceLock::new()).collect();
+        for (i, adm) in admitted.iter().enumerate() {
+            if let Err(rejected) = adm {
+                let _ = results[i].set(rejected.outcome());
+            }
+        }
+        let shared = Shared::new(state, &graph);
+        let run = Run {
+            exec: self,
+            block,
+            txs,
+            admitted,
+            graph: &graph,
+            shared: &shared,
+            results: &results,
+        };
+        pool.install(|| {
+            rayon::scope(|s| {
+                use rayon::prelude::*;
+                graph
+                    .roots
+                    .par_iter()
+                    .with_min_len(16)
+                    .for_each(|&i| run.chain(i, s));
+            })
+        });
+        results
+            .into_iter()
+            .map(|cell| {
+                // Every admitted transaction is reachable from a root of the
+                // acyclic graph and every other one was set above, so each
+                // cell holds exactly one outcome once the scope has ended.
+                #[allow(clippy::expect_used)]
+                cell.into_inner().expect("every transaction was executed")
+            })
+            .collect()
+    }
+}
+
+fn fault() -> ChaincodeError {
+    ChaincodeError::new(codes::CHAINCODE_FAULT, "chaincode panicked")
+}
+
+/// Marks ids seen in an earlier block or earlier in this batch.
+fn duplicates(known: &dyn KnownIds, txs: &[Transaction]) -> Vec<bool> {
+    let mut seen: HashSet<&TxId, FastState> =
+        HashSet::with_capacity_and_hasher(txs.len(), FastState::default());
+    txs.iter()
+        .map(|tx| !seen.insert(&tx.id) || known.contains(&tx.id))
+        .collect()
+}
+
+/// Sequential view: the state before the batch plus the batch's writes so far.
+struct SeqView<'a> {
+    base: &'a State,
+    overlay: BTreeMap<PartitionId, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl ReadView for SeqView<'_> {
+    fn get(&self, slot: Slot<'_>) -> Option<Vec<u8>> {
+        if let Some(v) = self
+            .overlay
+            .get(slot.partition)
+            .and_then(|m| m.get(slot.key))
+        {
+            return v.clone();
+        }
+        self.base
+            .get(slot.partition, slot.key)
+            .map(|e| e.value.clone())
+    }
+
+    fn scan(&self, partition: &PartitionId, prefix: &[u8]) -> KeyValues {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .scan(partition, prefix)
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        if let Some(m) = self.overlay.get(partition) {
+            for (k, v) in range_under(m, prefix) {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        merged.into_iter().collect()
+    }
+}
+
+fn range_under<'m, K: AsRef<[u8]> + Ord + std::borrow::Borrow<[u8]>, V>(
+    m: &'m BTreeMap<K, V>,
+    prefix: &'m [u8],
+) -> impl Iterator<Item = (&'m K, &'m V)> + 'm {
+    m.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.as_ref().starts_with(prefix))
+}
+
+/// Hash of a declared access: by partition and key (a prefix hashes like the
+/// key it is). One process-wide seed, so every thread agrees.
+fn access_hash(a: &Access) -> u64 {
+    static SEED: OnceLock<FastState> = OnceLock::new();
+    let (Target::Key(k) | Target::Prefix(k)) = &a.target;
+    SEED.get_or_init(FastState::default)
+        .hash_one((&a.partition, k.as_slice()))
+}
+
+fn partition_hash(p: &PartitionId) -> u64 {
+    static SEED: OnceLock<FastState> = OnceLock::new();
+    SEED.get_or_init(FastState::default).hash_one(p)
+}
+
+/// A key as an index entry, carrying its precomputed hash.
+#[derive(Clone, Copy)]
+struct KeyRef<'a> {
+    hash: u64,
+    partition: &'a PartitionId,
+    key: &'a [u8],
+}
+
+impl PartialEq for KeyRef<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.hash == o.hash && self.key == o.key && self.partition == o.partition
+    }
+}
+impl Eq for KeyRef<'_> {}
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes a precomputed `u64` through unchanged.
+#[derive(Default)]
+struct PassThrough(u64);
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called (see `KeyRef`); fold anything else.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+type PassThroughState = std::hash::BuildHasherDefault<PassThrough>;
+
+/// Conflict tracking for one exact key.
+#[derive(Default)]
+struct KeyRes {
+    last_writer: Option<u32>,
+    readers: Vec<u32>,
+}
+
+/// Conflict tracking for one declared prefix. Prefix accesses are ordered
+/// among themselves (even two scans: a deliberate over-approximation that
+/// keeps the graph linear in size), and against every key access under them.
+struct PrefixRes<'a> {
+    prefix: &'a [u8],
+    last: Option<u32>,
+    key_accesses_since: Vec<u32>,
+}
+
+/// Slots are numbered per shard: `shard << SHARD_SHIFT | local`.
+const SHARD_SHIFT: u32 = 26;
+const LOCAL_MASK: u32 = (1 << SHARD_SHIFT) - 1;
+/// Marks a prefix declaration, which has no slot.
+const NO_SLOT: u32 = u32::MAX;
+/// Shards of the graph builder (a power of two, at most 32: see `SHARD_SHIFT`).
+const SHARDS_MAX: usize = 32;
+
+/// What one shard of the builder produced.
+struct Shard<'a> {
+    /// Edges `(from, to)` between transactions, `from < to`. An edge may
+    /// appear in several shards; it is then counted (and released) once per
+    /// appearance, which keeps the counting exact.
+    edges: Vec<(u32, u32)>,
+    /// The (partition, key) of each of this shard's slots.
+    slot_keys: Vec<(&'a PartitionId, &'a [u8])>,
+    /// Slots by partition and key, for partitions with declared prefixes.
+    slots_by_key: HashMap<&'a PartitionId, BTreeMap<&'a [u8], u32>>,
+}
+
+/// The dependency graph of one batch.
+///
+/// Built in parallel: accesses are split into shards by the hash of their
+/// key (or of their partition, for partitions where prefixes are declared,
+/// so that prefix and key conflicts meet in one shard); each shard walks the
+/// whole batch in block order over its own accesses. Their edges are merged
+/// into one successor list per transaction.
+struct Graph<'a> {
+    succ_start: Vec<u32>,
+    succ: Vec<u32>,
+    /// Number of unfinished predecessor edges.
+    pending: Vec<AtomicU32>,
+    roots: Vec<u32>,
+    /// Per transaction, where its accesses start in `slot_of_access`.
+    access_start: Vec<u32>,
+    /// The slot of each declared exact key (`NO_SLOT` for prefixes).
+    slot_of_access: Vec<AtomicU32>,
+    shards: Vec<Shard<'a>>,
+    /// Partitions with declared prefixes, whose dynamically addressed keys
+    /// live in a per-partition overlay.
+    prefix_partitions: Vec<&'a PartitionId>,
+    admitted: usize,
+    critical_path: usize,
+}
+
+impl<'a> Graph<'a> {
+    fn build(admitted: &'a [Admitted], shard_count: usize) -> Graph<'a> {
+        use rayon::prelude::*;
+        let n = admitted.len();
+        let shard_count = shard_count.clamp(1, SHARDS_MAX);
+        let mut prefix_partitions: Vec<&PartitionId> = admitted
+            .iter()
+            .flatten()
+            .flat_map(|r| r.prepared.footprint.accesses())
+            .filter(|a| matches!(a.target, Target::Prefix(_)))
+            .map(|a| &a.partition)
+            .collect();
+        prefix_partitions.sort();
+        prefix_partitions.dedup();
+        let mut access_start = Vec::with_capacity(n + 1);
+        let mut total = 0u32;
+        for a in admitted {
+            access_start.push(total);
+            if let Ok(r) = a {
+                total += r.prepared.footprint.accesses().len() as u32;
+            }
+        }
+        access_start.push(total);
+        let slot_of_access: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(NO_SLOT)).collect();
+        let shard_of = |a: &Access, h: u64| -> usize {
+            let h = if prefix_partitions.binary_search(&&a.partition).is_ok() {
+                partition_hash(&a.partition)
+            } else {
+                h
+            };
+            (h % shard_count as u64) as usize
+        };
+        let shards: Vec<Shard<'a>> = (0..shard_count)
+            .into_par_iter()
+            .map(|k| {
+                build_shard(
+                    k as u32,
+                    admitted,
+                    &access_start,
+                    &slot_of_access,
+                    &prefix_partitions,
+                    &|a, h| shard_of(a, h) == k,
+                )
+            })
+            .collect();
+
+        // Merge: count successors, lay them out contiguously, fill.
+        let mut indegree = vec![0u32; n];
+        let mut succ_start = vec![0u32; n + 1];
+        for sh in &shards {
+            for &(from, to) in &sh.edges {
+                succ_start[from as usize + 1] += 1;
+                indegree[to as usize] += 1;
+            }
+        }
+        for i in 0..n {
+            succ_start[i + 1] += succ_start[i];
+        }
+        let mut cursor = succ_start.clone();
+        let mut succ = vec![0u32; succ_start[n] as usize];
+        for sh in &shards {
+            for &(from, to) in &sh.edges {
+                succ[cursor[from as usize] as usize] = to;
+                cursor[from as usize] += 1;
+            }
+        }
+        // Edges point forward, so block order is a topological order.
+        let mut depth = vec![0u32; n];
+        let mut critical_path = 0;
+        let mut roots = Vec::new();
+        let mut count = 0;
+        for i in 0..n {
+            if admitted[i].is_err() {
+                continue;
+            }
+            count += 1;
+            if indegree[i] == 0 {
+                roots.push(i as u32);
+            }
+            let d = depth[i] + 1;
+            critical_path = critical_path.max(d as usize);
+            for &s in &succ[succ_start[i] as usize..succ_start[i + 1] as usize] {
+                depth[s as usize] = depth[s as usize].max(d);
+            }
+        }
+        Graph {
+            succ_start,
+            succ,
+            pending: indegree.into_iter().map(AtomicU32::new).collect(),
+            roots,
+            access_start,
+            slot_of_access,
+            shards,
+            prefix_partitions,
+            admitted: count,
+            critical_path,
+        }
+    }
+
+    fn successors(&self, i: usize) -> &[u32] {
+        &self.succ[self.succ_start[i] as usize..self.succ_start[i + 1] as usize]
+    }
+
+    fn slot_keys(&self, slot: u32) -> (&'a PartitionId, &'a [u8]) {
+        self.shards[(slot >> SHARD_SHIFT) as usize].slot_keys[(slot & LOCAL_MASK) as usize]
+    }
+
+    /// The slot of an exact key under a declared prefix, if any transaction
+    /// declared that key exactly.
+    fn slot_by_key(&self, partition: &PartitionId, key: &[u8]) -> Option<u32> {
+        self.shards
+            .iter()
+            .find_map(|sh| sh.slots_by_key.get(partition)?.get(key).copied())
+    }
+}
+
+/// One shard's walk over the batch, in block order.
+fn build_shard<'a>(
+    shard: u32,
+    admitted: &'a [Admitted],
+    access_start: &[u32],
+    slot_of_access: &[AtomicU32],
+    prefix_partitions: &[&PartitionId],
+    mine: &(dyn Fn(&Access, u64) -> bool + Sync),
+) -> Shard<'a> {
+    let mut key_index: HashMap<KeyRef<'a>, u32, PassThroughState> = HashMap::default();
+    let mut keys: Vec<KeyRes> = Vec::new();
+    let mut slot_keys: Vec<(&PartitionId, &[u8])> = Vec::new();
+    let mut slots_by_key: HashMap<&PartitionId, BTreeMap<&[u8], u32>> = HashMap::new();
+    let mut prefixes: HashMap<&PartitionId, Vec<PrefixRes<'a>>> = HashMap::new();
+    let mut edges = Vec::new();
+    let mut deps: Vec<u32> = Vec::new();
+    for (i, adm) in admitted.iter().enumerate() {
+        let Ok(ready) = adm else { continue };
+        let me = i as u32;
+        deps.clear();
+        for (j, (a, &h)) in ready
+            .prepared
+            .footprint
+            .accesses()
+            .iter()
+            .zip(&ready.hashes)
+            .enumerate()
+        {
+            if !mine(a, h) {
+                continue;
+            }
+            match &a.target {
+                Target::Key(k) => {
+                    let kr = KeyRef {
+                        hash: h,
+                        partition: &a.partition,
+                        key: k.as_slice(),
+                    };
+                    let r = *key_index.entry(kr).or_insert_with(|| {
+                        let r = keys.len() as u32;
+                        keys.push(KeyRes::default());
+                        slot_keys.push((&a.partition, k.as_slice()));
+                        if prefix_partitions.binary_search(&&a.partition).is_ok() {
+                            slots_by_key
+                                .entry(&a.partition)
+                                .or_default()
+                                .insert(k.as_slice(), r);
+                        }
+                        r
+                    });
+                    slot_of_access[(access_start[i] as usize) + j]
+                        .store(shard << SHARD_SHIFT | r, Ordering::Relaxed);
+                    let res = &mut keys[r as usize];
+                    deps.extend(res.last_writer);
+                    match a.mode {
+                        Mode::Write => {
+                            deps.append(&mut res.readers);
+                            res.last_writer = Some(me);
+                        }
+                        Mode::Read => res.readers.push(me),
+                    }
+                    if let Some(list) = prefixes.get_mut(&a.partition) {
+                        for p in list.iter_mut().filter(|p| k.starts_with(p.prefix)) {
+                            deps.extend(p.last);
+                            p.key_accesses_since.push(me);
+                        }
+                    }
+                }
+                Target::Prefix(q) => {
+                    let list = prefixes.entry(&a.partition).or_default();
+                    if !list.iter().any(|p| p.prefix == q.as_slice()) {
+                        // Earlier accesses of keys under a new prefix must
+                        // precede it: seed it with their last writers and
+                        // readers (earlier ones are ordered before those).
+                        let mut since = Vec::new();
+                        if let Some(m) = slots_by_key.get(&a.partition) {
+                            for (_, &r) in range_under(m, q) {
+                                let res = &keys[r as usize];
+                                since.extend(res.last_writer);
+                                since.extend(res.readers.iter().copied());
+                            }
+                        }
+                        list.push(PrefixRes {
+                            prefix: q,
+                            last: None,
+                            key_accesses_since: since,
+                        });
+                    }
+                    for p in list
+                        .iter_mut()
+                        .filter(|p| p.prefix.starts_with(q) || q.starts_with(p.prefix))
+                    {
+                        deps.extend(p.last);
+                        deps.append(&mut p.key_accesses_since);
+                        p.last = Some(me);
+                    }
+                }
+            }
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        edges.extend(deps.iter().filter(|&&d| d != me).map(|&d| (d, me)));
+    }
+    Shard {
+        edges,
+        slot_keys,
+        slots_by_key,
+    }
+}
+
+/// A key's value during the batch.
+#[derive(Default)]
+struct SlotValue {
+    /// Whether `value` holds the key's current value (else: the base state's).
+    loaded: bool,
+    /// Whether some transaction of this batch wrote it.
+    written: bool,
+    value: Option<Vec<u8>>,
+}
+
+/// State shared by the transactions of a batch while it runs. Conflicting
+/// transactions never run at once, so the locks are never contended by a
+/// reader and a writer of the same key: they exist to make sharing safe, not
+/// to order anything.
+struct Shared<'a> {
+    base: &'a State,
+    /// Per builder shard, one slot per distinct exact key.
+    slots: Vec<Vec<Mutex<SlotValue>>>,
+    dynamic: HashMap<&'a PartitionId, Overlay>,
+}
+
+impl<'a> Shared<'a> {
+    fn new(base: &'a State, graph: &Graph<'a>) -> Self {
+        Shared {
+            base,
+            slots: graph
+                .shards
+                .iter()
+                .map(|sh| {
+                    (0..sh.slot_keys.len())
+                        .map(|_| Mutex::new(SlotValue::default()))
+                        .collect()
+                })
+                .collect(),
+            dynamic: graph
+                .prefix_partitions
+                .iter()
+                .map(|p| (*p, Mutex::new(BTreeMap::new())))
+                .collect(),
+        }
+    }
+
+    fn slot(&self, s: u32) -> &Mutex<SlotValue> {
+        &self.slots[(s >> SHARD_SHIFT) as usize][(s & LOCAL_MASK) as usize]
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a thread panicked while holding it; chaincode
+    // panics are caught before they reach here, and the data itself (a value
+    // being replaced) is consistent at every point, so it is safe to go on.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One transaction's window onto [`Shared`].
+struct TxView<'r, 'a> {
+    shared: &'r Shared<'a>,
+    graph: &'r Graph<'a>,
+    /// This transaction's entries of `graph.slot_of_access`.
+    slot_of_access: &'r [AtomicU32],
+}
+
+impl TxView<'_, '_> {
+    fn slot_of(&self, partition: &PartitionId, key: &[u8], declared: Option<usize>) -> Option<u32> {
+        if let Some(d) = declared {
+            // Relaxed: the builder's stores happened before the scope that
+            // runs this transaction started.
+            let s = self.slot_of_access.get(d)?.load(Ordering::Relaxed);
+            return (s != NO_SLOT).then_some(s);
+        }
+        self.graph.slot_by_key(partition, key)
+    }
+
+    fn read_slot(&self, s: u32) -> Option<Vec<u8>> {
+        let mut sv = lock(self.shared.slot(s));
+        if !sv.loaded {
+            let (p, k) = self.graph.slot_keys(s);
+            sv.value = self.shared.base.get(p, k).map(|e| e.value.clone());
+            sv.loaded = true;
+        }
+        sv.value.clone()
+    }
+
+    fn write(
+        &self,
+        partition: &PartitionId,
+        key: &[u8],
+        declared: Option<usize>,
+        value: &Option<Vec<u8>>,
+    ) {
+        if let Some(s) = self.slot_of(partition, key, declared) {
+            let mut sv = lock(self.shared.slot(s));
+            sv.value = value.clone();
+            sv.loaded = true;
+            sv.written = true;
+        } else if let Some(d) = self.shared.dynamic.get(partition) {
+            lock(d).insert(key.to_vec(), value.clone());
+        }
+    }
+}
+
+impl ReadView for TxView<'_, '_> {
+    fn get(&self, slot: Slot<'_>) -> Option<Vec<u8>> {
+        if let Some(s) = self.slot_of(slot.partition, slot.key, slot.declared) {
+            return self.read_slot(s);
+        }
+        if let Some(d) = self.shared.dynamic.get(slot.partition) {
+            if let Some(v) = lock(d).get(slot.key) {
+                return v.clone();
+            }
+        }
+        self.shared
+            .base
+            .get(slot.partition, slot.key)
+            .map(|e| e.value.clone())
+    }
+
+    fn scan(&self, partition: &PartitionId, prefix: &[u8]) -> KeyValues {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .shared
+            .base
+            .scan(partition, prefix)
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        for (shard, sh) in self.graph.shards.iter().enumerate() {
+            let Some(m) = sh.slots_by_key.get(partition) else {
+                continue;
+            };
+            for (k, &local) in range_under(m, prefix) {
+                let sv = lock(self.shared.slot((shard as u32) << SHARD_SHIFT | local));
+                if sv.written {
+                    match &sv.value {
+                        Some(v) => merged.insert(k.to_vec(), v.clone()),
+                        None => merged.remove(*k),
+                    };
+                }
+            }
+        }
+        if let Some(d) = self.shared.dynamic.get(partition) {
+            let d = lock(d);
+            for (k, v) in range_under(&d, prefix) {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        merged.into_iter().collect()
+    }
+}
+
+/// Everything a running transaction needs, shared by reference.
+struct Run<'r, 'a> {
+    exec: &'r Executor,
+    block: BlockInfo,
+    txs: &'r [Transaction],
+    admitted: &'a [Admitted],
+    graph: &'r Graph<'a>,
+    shared: &'r Shared<'a>,
+    results: &'r [OnceLock<TxOutcome>],
+}
+
+impl<'r> Run<'r, '_> {
+    /// Runs `i`, then whichever successors it made ready: the first inline
+    /// (a chain of conflicts costs no hand-off), the rest as new tasks.
+    fn chain<'s>(&'s self, mut i: u32, scope: &rayon::Scope<'s>)
+    where
+        'r: 's,
+    {
+        loop {
+            let idx = i as usize;
+            if let Ok(Ready { prepared, .. }) = &self.admitted[idx] {
+                let g = self.graph;
+                let view = TxView {
+                    shared: self.shared,
+                    graph: g,
+                    slot_of_access: &g.slot_of_access
+                        [g.access_start[idx] as usize..g.access_start[idx + 1] as usize],
+                };
+                let outcome = self
+                    .exec
+                    .call(&self.txs[idx], self.block, idx, prepared, &view);
+                for w in &outcome.writes {
+                    let declared = prepared.footprint.key_index(&w.partition, &w.key);
+                    view.write(&w.partition, &w.key, declared, &w.value);
+                }
+                let _ = self.results[idx].set(outcome);
+            }
+            let mut next = None;
+            for &s in self.graph.successors(idx) {
+                // AcqRel: the successor must see this transaction's writes,
+                // which the slot locks already publish; the counter orders the
+                // hand-off itself.
+                if self.graph.pending[s as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    if next.is_none() {
+                        next = Some(s);
+                    } else {
+                        scope.spawn(move |scope| self.chain(s, scope));
+                    }
+                }
+            }
+            match next {
+                Some(n) => i = n,
+                None => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Parledger's engine: the model, the chaincode interface, the deterministic
+//! parallel executor, blocks and Merkle proofs, SQLite storage and offline
+//! verification. This crate knows nothing of HTTP, reads no clock and draws no
+//! random numbers: time arrives inside ordered batches.
+
+pub mod block;
+pub mod chaincode;
+pub mod engine;
+pub mod error;
+pub mod executor;
+pub mod hash;
+pub mod merkle;
+pub mod model;
+pub mod state;
+pub mod storage;
+pub mod verify;
+
+pub use chaincode::{
+    decode_args, BlockInfo, Call, Chaincode, ChaincodeError, Footprint, Mode, Prepared, Registry,
+    Target, TxContext,
+};
+pub use error::{codes, Code, LedgerError};
+pub use executor::{Executor, KnownIds};
+pub use hash::Hash;
+pub use model::{
+    DomainId, Event, FunctionName, Limits, OrgId, PartitionId, Timestamp, Transaction, TxId,
+    TxOutcome, TxStatus, UserId, Version, Write,
+};
+pub use state::State;

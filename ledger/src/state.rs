@@ -1,0 +1,216 @@
+//! The world state: every partition's live keys with their versions and the
+//! partition's root.
+//!
+//! A partition root is a hash chain over the partition's history of writes:
+//! `root(h) = H(0x31, root(h-1), h, merkle(sorted writes of block h))`, where
+//! only blocks that touch the partition extend its chain. The state root of a
+//! block is the Merkle root over `(partition, root)` for every partition in
+//! partition order. Updating costs O(writes), not O(state); the current state
+//! is a pure function of the chain of write sets, which `verify` replays to
+//! check every stored row (see `ARCHITECTURE.md` for the trade-off).
+
+use crate::hash::{tag, Canon, Hash};
+use crate::merkle;
+use crate::model::{PartitionId, TxOutcome, Version};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// A live value and where it was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Vec<u8>,
+    pub version: Version,
+}
+
+/// One partition's keys and root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    pub entries: BTreeMap<Vec<u8>, Entry>,
+    pub root: Hash,
+    /// Height of the last block that changed this partition.
+    pub height: u64,
+}
+
+/// Net effect of one block on one key: the last write wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetWrite<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+    pub version: Version,
+}
+
+/// Net changes of one block, borrowed from its outcomes: per partition (in
+/// partition order) its writes sorted by key, one per key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockChanges<'a> {
+    pub partitions: Vec<(&'a PartitionId, Vec<NetWrite<'a>>)>,
+}
+
+impl BlockChanges<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+}
+
+/// All partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    partitions: BTreeMap<PartitionId, PartitionState>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State::default()
+    }
+
+    pub fn get(&self, partition: &PartitionId, key: &[u8]) -> Option<&Entry> {
+        self.partitions.get(partition)?.entries.get(key)
+    }
+
+    pub fn partition(&self, partition: &PartitionId) -> Option<&PartitionState> {
+        self.partitions.get(partition)
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = (&PartitionId, &PartitionState)> {
+        self.partitions.iter()
+    }
+
+    /// Live entries of `partition` under `prefix`, in key order.
+    pub fn scan<'a>(
+        &'a self,
+        partition: &PartitionId,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
+        self.partitions
+            .get(partition)
+            .into_iter()
+            .flat_map(move |p| {
+                p.entries
+                    .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                    .take_while(move |(k, _)| k.starts_with(prefix))
+            })
+    }
+
+    /// The net change of each key made by a block's outcomes, in block
+    /// order. Grouping is one pass; sorting each partition runs in parallel.
+    pub fn changes_of(height: u64, outcomes: &[TxOutcome]) -> BlockChanges<'_> {
+        use rayon::prelude::*;
+        let mut grouped: BTreeMap<&PartitionId, Vec<NetWrite<'_>>> = BTreeMap::new();
+        for (index, outcome) in outcomes.iter().enumerate() {
+            let version = Version {
+                height,
+                index: index as u32,
+            };
+            for w in &outcome.writes {
+                grouped.entry(&w.partition).or_default().push(NetWrite {
+                    key: &w.key,
+                    value: w.value.as_deref(),
+                    version,
+                });
+            }
+        }
+        let mut partitions: Vec<_> = grouped.into_iter().collect();
+        partitions.par_iter_mut().for_each(|(_, writes)| {
+            // Stable: equal keys stay in block order, so the last one wins.
+            writes.sort_by(|a, b| a.key.cmp(b.key));
+            let mut net: Vec<NetWrite<'_>> = Vec::with_capacity(writes.len());
+            for w in writes.drain(..) {
+                match net.last_mut() {
+                    Some(last) if last.key == w.key => *last = w,
+                    _ => net.push(w),
+                }
+            }
+            *writes = net;
+        });
+        BlockChanges { partitions }
+    }
+
+    /// Applies a block's net changes and extends the roots of the partitions
+    /// it touches (in parallel across partitions). Returns the new state root.
+    pub fn apply(&mut self, height: u64, changes: &BlockChanges<'_>) -> Hash {
+        use rayon::prelude::*;
+        for (pid, _) in &changes.partitions {
+            if !self.partitions.contains_key(*pid) {
+                self.partitions
+                    .insert((*pid).clone(), PartitionState::default());
+            }
+        }
+        // Both sides are in partition order: pair them in one merge walk.
+        let mut work: Vec<(&mut PartitionState, &[NetWrite<'_>])> = Vec::new();
+        let mut pending = changes.partitions.iter().peekable();
+        for (pid, part) in self.partitions.iter_mut() {
+            if let Some((cp, writes)) = pending.peek() {
+                if *cp == pid {
+                    work.push((part, writes.as_slice()));
+                    pending.next();
+                }
+            }
+        }
+        work.par_iter_mut().for_each(|(part, writes)| {
+            part.root = next_partition_root(&part.root, height, writes);
+            part.height = height;
+            for w in writes.iter() {
+                match w.value {
+                    Some(v) => match part.entries.get_mut(w.key) {
+                        Some(e) => {
+                            e.value.clear();
+                            e.value.extend_from_slice(v);
+                            e.version = w.version;
+                        }
+                        None => {
+                            part.entries.insert(
+                                w.key.to_vec(),
+                                Entry {
+                                    value: v.to_vec(),
+                                    version: w.version,
+                                },
+                            );
+                        }
+                    },
+                    None => {
+                        part.entries.remove(w.key);
+                    }
+                }
+            }
+        });
+        self.root()
+    }
+
+    /// Merkle root over every partition's root, in partition order.
+    pub fn root(&self) -> Hash {
+        let leaves: Vec<Hash> = self
+            .partitions
+            .iter()
+            .map(|(pid, p)| state_leaf(pid, &p.root))
+            .collect();
+        merkle::root(&leaves)
+    }
+
+    /// Restores a partition from storage (used when opening a data directory).
+    pub fn insert_partition(&mut self, pid: PartitionId, part: PartitionState) {
+        self.partitions.insert(pid, part);
+    }
+}
+
+/// The state root's leaf for one partition.
+pub fn state_leaf(pid: &PartitionId, root: &Hash) -> Hash {
+    let mut c = Canon::new(tag::STATE_LEAF);
+    pid.encode(&mut c);
+    c.hash(root);
+    c.finish()
+}
+
+/// Extends a partition's root chain with one block's sorted net writes.
+pub fn next_partition_root(prev: &Hash, height: u64, writes: &[NetWrite<'_>]) -> Hash {
+    let leaves: Vec<Hash> = writes
+        .iter()
+        .map(|w| {
+            let mut c = Canon::new(tag::WRITE);
+            c.bytes(w.key).opt_bytes(w.value);
+            c.finish()
+        })
+        .collect();
+    let mut c = Canon::new(tag::PARTITION_ROOT);
+    c.hash(prev).u64(height).hash(&merkle::root(&leaves));
+    c.finish()
+}

@@ -1,0 +1,404 @@
+//! `parledger bench exec`: a generated finance workload run through the
+//! sequential reference executor, the parallel executor and (with
+//! `--durable`) the full engine on SQLite with fsync.
+
+use anyhow::{ensure, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::block::OrderedBatch;
+use ledger::engine::{Engine, EngineConfig};
+use ledger::executor::FastState;
+use ledger::Hash;
+use ledger::{
+    BlockInfo, DomainId, Executor, FunctionName, Limits, OrgId, State, Timestamp, Transaction,
+    TxId, TxOutcome, TxStatus, UserId,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Accounts, spread round-robin over the partitions.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: usize,
+    /// Transfers to execute (after the genesis that opens and funds accounts).
+    #[arg(long, default_value_t = 200_000)]
+    pub txs: usize,
+    /// Threads of the parallel executor.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Percentage of transfers whose two accounts are in different partitions.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub cross_partition_pct: u8,
+    /// Partitions (organizations, each with a finance partition).
+    #[arg(long, default_value_t = 10)]
+    pub partitions: usize,
+    /// Seed of the workload generator: the same seed gives the same workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Transfers per block.
+    #[arg(long, default_value_t = 10_000)]
+    pub block_size: usize,
+    /// Percentage of transfers that touch only the hot accounts.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub hot_pct: u8,
+    /// How many accounts are hot.
+    #[arg(long, default_value_t = 10)]
+    pub hot_accounts: usize,
+    /// Also run the full engine: execute, build blocks and commit them to
+    /// SQLite with fsync, and report `durable_tps`.
+    #[arg(long)]
+    pub durable: bool,
+    /// Data directory for --durable (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+const CURRENCY: &str = "EUR";
+const OPENING: u64 = 1_000_000_000_000;
+
+struct Workload {
+    genesis: Vec<Vec<Transaction>>,
+    blocks: Vec<Vec<Transaction>>,
+    partitions: usize,
+}
+
+fn org_name(p: usize) -> String {
+    format!("org-{p}")
+}
+
+fn make_tx(
+    id: String,
+    org: &str,
+    function: &str,
+    args: serde_json::Value,
+) -> anyhow::Result<Transaction> {
+    Ok(Transaction::new(
+        TxId::new(&id)?,
+        DomainId::new(domains::finance::DOMAIN)?,
+        FunctionName::new(function)?,
+        &args,
+        UserId::new(&format!("bench@{org}"))?,
+        OrgId::new(org)?,
+    ))
+}
+
+fn transfer(
+    id: String,
+    from: (usize, usize),
+    to: (usize, usize),
+    amount: u64,
+) -> anyhow::Result<Transaction> {
+    let from_org = org_name(from.0);
+    make_tx(
+        id,
+        &from_org,
+        "transfer",
+        json!({
+            "from": {"org": from_org, "account": format!("a{}", from.1)},
+            "to": {"org": org_name(to.0), "account": format!("a{}", to.1)},
+            "amount": amount, "currency": CURRENCY,
+        }),
+    )
+}
+
+fn generate(a: &ExecArgs) -> anyhow::Result<Workload> {
+    ensure!(a.accounts >= 2, "--accounts must be at least 2");
+    ensure!(a.partitions >= 1, "--partitions must be at least 1");
+    ensure!(a.block_size >= 1, "--block-size must be at least 1");
+    ensure!(
+        a.block_size <= Limits::DEFAULT.batch_len_max,
+        "--block-size exceeds batch_len_max {}",
+        Limits::DEFAULT.batch_len_max
+    );
+    let partitions = a.partitions.min(a.accounts);
+    let org_of = |i: usize| i % partitions;
+    let mut genesis = Vec::new();
+    for p in 0..partitions {
+        let org = org_name(p);
+        genesis.push(make_tx(
+            format!("g-treasury-{p}"),
+            &org,
+            "open_account",
+            json!({"account": "treasury", "currency": CURRENCY, "debits_may_exceed_credits": true}),
+        )?);
+    }
+    for i in 0..a.accounts {
+        genesis.push(make_tx(
+            format!("g-open-{i}"),
+            &org_name(org_of(i)),
+            "open_account",
+            json!({"account": format!("a{i}"), "currency": CURRENCY}),
+        )?);
+    }
+    for i in 0..a.accounts {
+        let org = org_name(org_of(i));
+        genesis.push(make_tx(
+            format!("g-fund-{i}"),
+            &org,
+            "transfer",
+            json!({
+                "from": {"org": org, "account": "treasury"},
+                "to": {"org": org, "account": format!("a{i}")},
+                "amount": OPENING, "currency": CURRENCY,
+            }),
+        )?);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let hot = a.hot_accounts.clamp(2, a.accounts);
+    let mut txs = Vec::with_capacity(a.txs);
+    for n in 0..a.txs {
+        let pool = if rng.random_range(0..100) < a.hot_pct {
+            hot
+        } else {
+            a.accounts
+        };
+        let from = rng.random_range(0..pool);
+        let cross = partitions > 1 && rng.random_range(0..100) < a.cross_partition_pct;
+        // Draw until the partition rule holds; bounded, then accept any other.
+        let mut to = rng.random_range(0..pool);
+        for _ in 0..64 {
+            let ok = to != from && (org_of(to) != org_of(from)) == cross;
+            if ok {
+                break;
+            }
+            to = rng.random_range(0..pool);
+        }
+        if to == from {
+            to = (from + 1) % pool;
+        }
+        let amount = rng.random_range(1..=100);
+        txs.push(transfer(
+            format!("t-{}-{n}", a.seed),
+            (org_of(from), from),
+            (org_of(to), to),
+            amount,
+        )?);
+    }
+    let chunk = |v: Vec<Transaction>| -> Vec<Vec<Transaction>> {
+        v.chunks(a.block_size)
+            .map(<[Transaction]>::to_vec)
+            .collect()
+    };
+    Ok(Workload {
+        genesis: chunk(genesis),
+        blocks: chunk(txs),
+        partitions,
+    })
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len as u64);
+    b.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} blocks"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b
+}
+
+type ExecFn<'a> =
+    dyn Fn(&State, &HashSet<TxId, FastState>, BlockInfo, &[Transaction]) -> Vec<TxOutcome> + 'a;
+
+/// What a run produced: seconds spent executing and applying (only), a
+/// digest of every outcome in order, and how many committed.
+struct RunResult {
+    secs: f64,
+    outcomes_digest: Hash,
+    committed: usize,
+}
+
+/// Runs blocks through `exec`, applying each to `state`. Only execution and
+/// state application are timed; digesting outcomes for the equality check
+/// happens outside the clock.
+fn run_in_memory(
+    label: &str,
+    state: &mut State,
+    known: &mut HashSet<TxId, FastState>,
+    first_height: u64,
+    blocks: &[Vec<Transaction>],
+    exec: &ExecFn<'_>,
+    pool: &rayon::ThreadPool,
+) -> RunResult {
+    let progress = bar(blocks.len(), label);
+    let mut digest = Sha256::new();
+    let mut committed = 0;
+    let mut secs = 0.0;
+    for (i, b) in blocks.iter().enumerate() {
+        let height = first_height + i as u64;
+        let info = BlockInfo {
+            height,
+            timestamp: Timestamp(height),
+        };
+        let started = Instant::now();
+        let out = exec(state, known, info, b);
+        pool.install(|| state.apply(height, &State::changes_of(height, &out)));
+        known.extend(b.iter().map(|t| t.id.clone()));
+        secs += started.elapsed().as_secs_f64();
+        for o in &out {
+            digest.update(o.hash().as_bytes());
+            committed += usize::from(o.status == TxStatus::Committed);
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    RunResult {
+        secs,
+        outcomes_digest: Hash(digest.finalize().into()),
+        committed,
+    }
+}
+
+pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
+    ensure!(a.threads >= 1, "--threads must be at least 1");
+    let w = generate(&a)?;
+    let executor = Executor::new(domains::registry(), Limits::DEFAULT);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads)
+        .build()
+        .context("building the thread pool")?;
+    // The sequential reference applies state on one thread too.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .context("building the thread pool")?;
+
+    // Genesis, shared by both runs (not measured).
+    let mut genesis_state = State::new();
+    let mut genesis_known = HashSet::default();
+    let par = |s: &State, k: &HashSet<TxId, FastState>, i: BlockInfo, b: &[Transaction]| {
+        executor.execute_parallel(&pool, s, k, i, b).outcomes
+    };
+    let seq = |s: &State, k: &HashSet<TxId, FastState>, i: BlockInfo, b: &[Transaction]| {
+        executor.execute_sequential(s, k, i, b).outcomes
+    };
+    let genesis = run_in_memory(
+        "genesis",
+        &mut genesis_state,
+        &mut genesis_known,
+        1,
+        &w.genesis,
+        &par,
+        &pool,
+    );
+    let genesis_len: usize = w.genesis.iter().map(Vec::len).sum();
+    ensure!(
+        genesis.committed == genesis_len,
+        "{} genesis transactions were rejected",
+        genesis_len - genesis.committed
+    );
+    let first = 1 + w.genesis.len() as u64;
+
+    let mut seq_state = genesis_state.clone();
+    let mut seq_known = genesis_known.clone();
+    let s = run_in_memory(
+        "sequential",
+        &mut seq_state,
+        &mut seq_known,
+        first,
+        &w.blocks,
+        &seq,
+        &one,
+    );
+    let mut par_state = genesis_state;
+    let mut par_known = genesis_known;
+    let p = run_in_memory(
+        "parallel",
+        &mut par_state,
+        &mut par_known,
+        first,
+        &w.blocks,
+        &par,
+        &pool,
+    );
+    ensure!(
+        s.outcomes_digest == p.outcomes_digest,
+        "parallel outcomes differ from sequential outcomes"
+    );
+    let (seq_secs, par_secs, committed) = (s.secs, p.secs, p.committed);
+    let seq_root = seq_state.root();
+    let par_root = par_state.root();
+    ensure!(
+        seq_root == par_root,
+        "state roots differ: sequential {seq_root}, parallel {par_root}"
+    );
+
+    let n = a.txs as f64;
+    let mut report = json!({
+        "txs": a.txs,
+        "threads": a.threads,
+        "accounts": a.accounts,
+        "partitions": w.partitions,
+        "cross_partition_pct": a.cross_partition_pct,
+        "hot_pct": a.hot_pct,
+        "block_size": a.block_size,
+        "seed": a.seed,
+        "committed": committed,
+        "rejected": a.txs - committed,
+        "sequential_tps": (n / seq_secs).round(),
+        "parallel_tps": (n / par_secs).round(),
+        "speedup": ((seq_secs / par_secs) * 1000.0).round() / 1000.0,
+        "state_root_sequential": seq_root.to_hex(),
+        "state_root_parallel": par_root.to_hex(),
+    });
+
+    if a.durable {
+        let tmp;
+        let dir = match &a.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                tmp = tempfile::tempdir().context("creating a temporary data directory")?;
+                tmp.path().to_path_buf()
+            }
+        };
+        let mut config = EngineConfig::new(&dir);
+        config.threads = a.threads;
+        let mut engine = Engine::open(&config, domains::registry())?;
+        ensure!(
+            engine.height() == 0,
+            "--data-dir must be empty for the durable benchmark"
+        );
+        let apply = |engine: &mut Engine, txs: &[Transaction]| -> anyhow::Result<()> {
+            let h = engine.height() + 1;
+            engine.apply(OrderedBatch {
+                txs: txs.to_vec(),
+                timestamp: Timestamp(h),
+                proposer: 1,
+                raft_term: 0,
+                raft_index: h,
+                parent: engine.tip().map(|(hd, hash)| (hd.height, *hash)),
+            })?;
+            Ok(())
+        };
+        for b in &w.genesis {
+            apply(&mut engine, b)?;
+        }
+        engine.flush()?;
+        let progress = bar(w.blocks.len(), "durable");
+        let started = Instant::now();
+        for b in &w.blocks {
+            apply(&mut engine, b)?;
+            progress.inc(1);
+        }
+        engine.flush()?;
+        let secs = started.elapsed().as_secs_f64();
+        progress.finish_and_clear();
+        let root = engine.state().root();
+        ensure!(
+            root == par_root,
+            "durable state root {root} differs from the in-memory {par_root}"
+        );
+        report["durable_tps"] = json!((n / secs).round());
+        report["state_root_durable"] = json!(root.to_hex());
+        report["durable_blocks"] = json!(w.blocks.len());
+    }
+    println!("{report}");
+    Ok(())
+}

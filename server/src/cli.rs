@@ -1,0 +1,84 @@
+//! Command-line interface.
+
+use crate::{bench, node, tools};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Parledger: a permissioned ledger for consortia.
+#[derive(Debug, Parser)]
+#[command(name = "parledger", version, about, long_about = None)]
+pub struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true, env = "PARLEDGER_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. With no configuration: a single embedded node on a local
+    /// SQLite data directory, ordering transactions with a local sequencer.
+    Serve(node::ServeArgs),
+    /// Recompute every hash and root of a data directory offline and name the
+    /// first block, transaction or state row that does not match.
+    Verify(VerifyArgs),
+    /// Print a transaction's receipt (transaction, result, block header and
+    /// Merkle proof) as JSON, for offline verification.
+    Receipt(ReceiptArgs),
+    /// Check a receipt file offline: the header hashes to the block hash and
+    /// the Merkle proof leads from the transaction to the header's root.
+    VerifyReceipt(VerifyReceiptArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The node's data directory.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptArgs {
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The transaction id.
+    #[arg(long)]
+    pub tx: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyReceiptArgs {
+    /// A receipt as printed by `parledger receipt` (`-` for standard input).
+    pub file: PathBuf,
+    /// The block hash you trust (e.g. from `parledger verify` or another
+    /// node); when given, the receipt must name exactly this block.
+    #[arg(long)]
+    pub block_hash: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Execute a generated finance workload sequentially and in parallel,
+    /// check both give the same state root, and print one JSON object.
+    Exec(bench::ExecArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => node::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Verify(args) => tools::verify(&args.data_dir, args.json),
+        Command::Receipt(args) => tools::receipt(&args.data_dir, &args.tx),
+        Command::VerifyReceipt(args) => {
+            tools::verify_receipt(&args.file, args.block_hash.as_deref())
+        }
+        Command::Bench(BenchCommand::Exec(args)) => bench::exec(args).map(|()| ExitCode::SUCCESS),
+    }
+}

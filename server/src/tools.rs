@@ -1,0 +1,126 @@
+//! Offline operator tools: verify, receipt, verify-receipt.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::block::Receipt;
+use ledger::storage::{ChainStore, Sync};
+use ledger::verify::verify_data_dir;
+use ledger::{Hash, TxId};
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Exit code when verification finds a mismatch (1 is for operational errors).
+const EXIT_MISMATCH: u8 = 2;
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} verifying [{bar:40}] {pos}/{len} blocks ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+pub fn verify(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let bar = progress_bar();
+    let started = std::time::Instant::now();
+    let result = verify_data_dir(dir, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            eprintln!(
+                "ok: {} blocks, {} transactions, {} partitions, {} state rows verified in {elapsed:.2} s; tip {}",
+                report.blocks,
+                report.transactions,
+                report.partitions,
+                report.state_rows,
+                report.tip_hash.map_or_else(|| "(empty)".into(), |h| h.to_hex()),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ledger::verify::VerifyError::Storage(e))
+            if !matches!(e, ledger::LedgerError::Corrupt { .. }) =>
+        {
+            Err(e).context("cannot read the data directory")
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "first_bad_block": e.height(), "error": e.to_string()})
+                );
+            }
+            eprintln!("TAMPERED OR CORRUPT: {e}");
+            Ok(ExitCode::from(EXIT_MISMATCH))
+        }
+    }
+}
+
+pub fn receipt(dir: &Path, id: &str) -> anyhow::Result<ExitCode> {
+    let id = TxId::new(id)?;
+    anyhow::ensure!(
+        dir.join(ledger::storage::CHAIN_FILE).exists(),
+        "no ledger at {}",
+        dir.display()
+    );
+    let mut chain = ChainStore::open(dir, Sync::Off)?;
+    match chain.receipt(&id)? {
+        Some(r) => {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("no transaction with id {id}");
+            Ok(ExitCode::from(EXIT_MISMATCH))
+        }
+    }
+}
+
+pub fn verify_receipt(file: &Path, trusted: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    let receipt: Receipt = serde_json::from_str(&text).context("not a receipt")?;
+    if let Some(t) = trusted {
+        let t = Hash::from_hex(t).context("--block-hash must be 64 hex characters")?;
+        if t != receipt.block_hash {
+            eprintln!(
+                "INVALID: the receipt names block {}, not the trusted {t}",
+                receipt.block_hash
+            );
+            return Ok(ExitCode::from(EXIT_MISMATCH));
+        }
+    }
+    match receipt.verify() {
+        Ok(()) => {
+            eprintln!(
+                "ok: transaction {} ({:?}) is at index {} of block {} ({})",
+                receipt.tx.id,
+                receipt.outcome.status,
+                receipt.index,
+                receipt.height,
+                receipt.block_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("INVALID: {e}");
+            Ok(ExitCode::from(EXIT_MISMATCH))
+        }
+    }
+}

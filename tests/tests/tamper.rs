@@ -1,0 +1,178 @@
+//! Tamper evidence: edit the SQLite files behind the ledger's back and
+//! expect `verify_data_dir` to name what was changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use ledger::block::OrderedBatch;
+use ledger::engine::{Engine, EngineConfig};
+use ledger::storage::ChainStore;
+use ledger::verify::{verify_data_dir, VerifyError};
+use ledger::{DomainId, FunctionName, OrgId, Timestamp, Transaction, TxId, UserId};
+use serde_json::json;
+use std::path::Path;
+
+fn tx(id: String, org: &str, function: &str, args: serde_json::Value) -> Transaction {
+    Transaction::new(
+        TxId::new(&id).unwrap(),
+        DomainId::new("finance").unwrap(),
+        FunctionName::new(function).unwrap(),
+        &args,
+        UserId::new("tamper@test").unwrap(),
+        OrgId::new(org).unwrap(),
+    )
+}
+
+/// A ledger of five blocks: accounts in two organizations, then transfers.
+fn build(dir: &Path) {
+    let mut engine = Engine::open(&EngineConfig::new(dir), domains::registry()).unwrap();
+    let mut blocks = vec![vec![]];
+    for org in ["o1", "o2"] {
+        blocks[0].push(tx(
+            format!("t-{org}"),
+            org,
+            "open_account",
+            json!({"account": "treasury", "currency": "EUR", "debits_may_exceed_credits": true}),
+        ));
+        for a in 0..5 {
+            blocks[0].push(tx(
+                format!("o-{org}-{a}"),
+                org,
+                "open_account",
+                json!({"account": format!("a{a}"), "currency": "EUR"}),
+            ));
+        }
+    }
+    for b in 1..5 {
+        blocks.push(
+            (0..20)
+                .map(|i| {
+                    let (from, to) = if i % 2 == 0 {
+                        ("o1", "o2")
+                    } else {
+                        ("o2", "o1")
+                    };
+                    tx(
+                        format!("x-{b}-{i}"),
+                        from,
+                        "transfer",
+                        json!({
+                            "from": {"org": from, "account": "treasury"},
+                            "to": {"org": to, "account": format!("a{}", i % 5)},
+                            "amount": 10 + i, "currency": "EUR",
+                        }),
+                    )
+                })
+                .collect(),
+        );
+    }
+    for txs in blocks {
+        let h = engine.height() + 1;
+        engine
+            .apply(OrderedBatch {
+                txs,
+                timestamp: Timestamp(1_000 * h),
+                proposer: 1,
+                raft_term: 0,
+                raft_index: h,
+                parent: engine.tip().map(|(hd, hash)| (hd.height, *hash)),
+            })
+            .unwrap();
+    }
+    engine.flush().unwrap();
+}
+
+fn tampered(sql_chain: &str, sql_state: &str) -> VerifyError {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    verify_data_dir(dir.path(), &mut |_, _| {}).expect("an untouched ledger verifies");
+    for (file, sql) in [("chain.db", sql_chain), ("state.db", sql_state)] {
+        if !sql.is_empty() {
+            let mut conn =
+                SqliteConnection::establish(&dir.path().join(file).to_string_lossy()).unwrap();
+            conn.batch_execute(sql).unwrap();
+        }
+    }
+    verify_data_dir(dir.path(), &mut |_, _| {}).expect_err("tampering must be detected")
+}
+
+#[test]
+fn an_edited_transaction_is_caught_at_its_block() {
+    let e = tampered(
+        r#"UPDATE transactions SET args = CAST('{"amount":1}' AS BLOB) WHERE height = 3 AND idx = 4;"#,
+        "",
+    );
+    assert_eq!(e.height(), Some(3), "{e}");
+    assert!(e.to_string().contains("index 4"), "{e}");
+}
+
+#[test]
+fn an_edited_result_is_caught_at_its_block() {
+    let e = tampered("UPDATE transactions SET status = 1, code = 'FINANCE:INSUFFICIENT_FUNDS' WHERE height = 2 AND idx = 0;", "");
+    assert_eq!(e.height(), Some(2), "{e}");
+}
+
+#[test]
+fn a_deleted_transaction_is_caught() {
+    let e = tampered(
+        "DELETE FROM transactions WHERE height = 4 AND idx = 19;",
+        "",
+    );
+    assert_eq!(e.height(), Some(4), "{e}");
+}
+
+#[test]
+fn an_edited_header_is_caught() {
+    let e = tampered(
+        "UPDATE blocks SET timestamp_ms = timestamp_ms + 1 WHERE height = 2;",
+        "",
+    );
+    assert_eq!(e.height(), Some(2), "{e}");
+    assert!(e.to_string().contains("header hashes"), "{e}");
+}
+
+#[test]
+fn a_rewritten_header_with_a_recomputed_hash_breaks_the_next_link() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
+    let (mut header, _) = chain.header(2).unwrap().unwrap();
+    header.timestamp = Timestamp(header.timestamp.0 + 5);
+    let hash = header.hash();
+    chain
+        .execute_raw(&format!(
+            "UPDATE blocks SET timestamp_ms = {}, hash = x'{}' WHERE height = 2;",
+            header.timestamp.0,
+            hash.to_hex()
+        ))
+        .unwrap();
+    drop(chain);
+    let e = verify_data_dir(dir.path(), &mut |_, _| {}).unwrap_err();
+    assert_eq!(e.height(), Some(3), "{e}");
+    assert!(e.to_string().contains("prev_hash"), "{e}");
+}
+
+#[test]
+fn an_edited_state_row_is_caught() {
+    let e = tampered(
+        "",
+        "UPDATE state SET value = x'00' WHERE partition = 'o2/finance' AND key = CAST('acct/a3' AS BLOB);",
+    );
+    match e {
+        VerifyError::State { partition, key, .. } => {
+            assert_eq!(partition.to_string(), "o2/finance");
+            assert_eq!(key, "acct/a3");
+        }
+        other => panic!("expected a state error, got {other}"),
+    }
+}
+
+#[test]
+fn an_inserted_state_row_is_caught() {
+    let e = tampered(
+        "",
+        "INSERT INTO state VALUES ('o1/finance', CAST('acct/ghost' AS BLOB), x'01', 1, 0);",
+    );
+    assert!(matches!(e, VerifyError::State { .. }), "{e}");
+}
