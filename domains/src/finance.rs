@@ -15,6 +15,7 @@ use ledger::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use smol_str::SmolStr;
 
 pub const DOMAIN: &str = "finance";
 pub const FINANCE: DomainId = DomainId::from_static(DOMAIN);
@@ -33,7 +34,8 @@ pub mod errors {
 /// An account's stored form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
-    pub currency: String,
+    /// At most 12 characters: stored inline, no allocation.
+    pub currency: SmolStr,
     pub debits_may_exceed_credits: bool,
     pub debits_posted: u128,
     pub credits_posted: u128,
@@ -74,7 +76,7 @@ impl Account {
         if rest.len() != len + 1 + 32 {
             return None;
         }
-        let currency = std::str::from_utf8(&rest[..len]).ok()?.to_string();
+        let currency = SmolStr::new(std::str::from_utf8(&rest[..len]).ok()?);
         let flags = rest[len];
         let debits = u128::from_be_bytes(rest[len + 1..len + 17].try_into().ok()?);
         let credits = u128::from_be_bytes(rest[len + 17..len + 33].try_into().ok()?);
@@ -281,7 +283,7 @@ impl Chaincode for Finance {
                         partition,
                         key,
                         account: Account {
-                            currency: a.currency,
+                            currency: SmolStr::new(&a.currency),
                             debits_may_exceed_credits: a.debits_may_exceed_credits,
                             debits_posted: 0,
                             credits_posted: 0,

@@ -64,6 +64,8 @@ const PARALLELISM_MIN: f64 = 1.25;
 struct Ready {
     prepared: Prepared,
     hashes: Vec<u64>,
+    /// The distinct partitions declared, in order.
+    partitions: Vec<PartitionId>,
 }
 
 /// Why a transaction was rejected before it ran.
@@ -97,23 +99,10 @@ pub struct Executed {
     pub partitions: Vec<Vec<PartitionId>>,
 }
 
-fn executed(outcomes: Vec<TxOutcome>, admitted: &[Admitted]) -> Executed {
+fn executed(outcomes: Vec<TxOutcome>, admitted: Vec<Admitted>) -> Executed {
     let partitions = admitted
-        .iter()
-        .map(|a| match a {
-            Err(_) => Vec::new(),
-            Ok(r) => {
-                let mut ps: Vec<PartitionId> = r
-                    .prepared
-                    .footprint
-                    .accesses()
-                    .iter()
-                    .map(|a| a.partition.clone())
-                    .collect();
-                ps.dedup();
-                ps
-            }
-        })
+        .into_iter()
+        .map(|a| a.map(|r| r.partitions).unwrap_or_default())
         .collect();
     Executed {
         outcomes,
@@ -157,7 +146,8 @@ impl Executor {
             .zip(&duplicate)
             .map(|(tx, dup)| self.admit(tx, *dup))
             .collect();
-        executed(self.run_sequential(state, block, txs, &admitted), &admitted)
+        let outcomes = self.run_sequential(state, block, txs, &admitted);
+        executed(outcomes, admitted)
     }
 
     /// Parallel execution on `pool`; always equal to [`Self::execute_sequential`].
@@ -189,7 +179,7 @@ impl Executor {
                 self.run_parallel(pool, state, block, txs, &admitted, graph)
             }
         };
-        executed(outcomes, &admitted)
+        executed(outcomes, admitted)
     }
 
     fn admit(&self, tx: &Transaction, duplicate: bool) -> Admitted {
@@ -244,7 +234,15 @@ impl Executor {
             }
         }
         let hashes = accesses.iter().map(access_hash).collect();
-        Ok(Ready { prepared, hashes })
+        let mut partitions: Vec<PartitionId> =
+            accesses.iter().map(|a| a.partition.clone()).collect();
+        // Accesses are sorted by partition, so equal partitions are adjacent.
+        partitions.dedup();
+        Ok(Ready {
+            prepared,
+            hashes,
+            partitions,
+        })
     }
 
     fn call(

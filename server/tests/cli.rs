@@ -1,0 +1,266 @@
+//! The `parledger` binary end to end: bench, verify, receipts, serve.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn parledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_parledger"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A small durable ledger made by the benchmark itself.
+fn bench_ledger(dir: &Path) -> serde_json::Value {
+    let out = parledger(&[
+        "bench",
+        "exec",
+        "--accounts",
+        "60",
+        "--partitions",
+        "3",
+        "--txs",
+        "3000",
+        "--block-size",
+        "500",
+        "--threads",
+        "2",
+        "--cross-partition-pct",
+        "50",
+        "--hot-pct",
+        "30",
+        "--durable",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_exec_reports_equal_roots_and_the_ledger_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench_ledger(dir.path());
+    for field in [
+        "txs",
+        "threads",
+        "sequential_tps",
+        "parallel_tps",
+        "speedup",
+        "durable_tps",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field} in {report}");
+    }
+    assert_eq!(
+        report["state_root_sequential"],
+        report["state_root_parallel"]
+    );
+    assert_eq!(report["state_root_parallel"], report["state_root_durable"]);
+    assert_eq!(report["committed"], 3000);
+
+    let ok = parledger(&[
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["transactions"], 3000 + 60 * 2 + 3);
+}
+
+#[test]
+fn verify_names_the_first_tampered_block_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    bench_ledger(dir.path());
+    let mut chain =
+        ledger::storage::ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
+    chain
+        .execute_raw("UPDATE transactions SET submitter = 'mallory' WHERE height = 4 AND idx = 7")
+        .unwrap();
+    drop(chain);
+    let out = parledger(&[
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first_bad_block"], 4);
+    assert!(
+        text(&out.stderr).contains("block 4"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn verify_of_a_missing_directory_is_an_error_not_a_tamper_report() {
+    let out = parledger(&["verify", "--data-dir", "/nonexistent/parledger"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no ledger"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn receipts_verify_offline_and_a_forged_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    bench_ledger(dir.path());
+    let out = parledger(&[
+        "receipt",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--tx",
+        "t-1-1234",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = dir.path().join("receipt.json");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let ok = parledger(&["verify-receipt", file.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+
+    let mut r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trusted = r["block_hash"].as_str().unwrap().to_string();
+    let ok = parledger(&[
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--block-hash",
+        &trusted,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let other = "00".repeat(32);
+    let bad = parledger(&[
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--block-hash",
+        &other,
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    r["tx"]["args"]["amount"] = serde_json::json!(99_999);
+    std::fs::write(&file, serde_json::to_vec(&r).unwrap()).unwrap();
+    let forged = parledger(&["verify-receipt", file.to_str().unwrap()]);
+    assert_eq!(forged.status.code(), Some(2));
+    assert!(
+        text(&forged.stderr).contains("INVALID"),
+        "{}",
+        text(&forged.stderr)
+    );
+
+    let missing = parledger(&[
+        "receipt",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--tx",
+        "no-such-tx",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    Some((status, body))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_runs_the_demo_answers_health_checks_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parledger"))
+        .args([
+            "serve",
+            "--demo",
+            "--demo-load",
+            "300",
+            "--listen",
+            &listen,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut height = 0;
+    while Instant::now() < deadline {
+        if let Some((200, body)) = http_get(port, "/v1/status") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            height = v["height"].as_u64().unwrap();
+            if height > 20 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(height > 20, "the demo load did not make blocks");
+    assert_eq!(http_get(port, "/livez").unwrap().0, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/no-such-route").unwrap().0, 404);
+
+    // A second node on the same directory is refused.
+    let second = parledger(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("in use"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.contains(&format!("http://{listen}")), "{stdout}");
+
+    let v = parledger(&["verify", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
+}
