@@ -75,6 +75,8 @@ pub fn tx_leaves(txs: &[Transaction], outcomes: &[TxOutcome]) -> Vec<Hash> {
 pub enum ReceiptError {
     #[error("the header's hash is {actual}, not the block hash {claimed} the receipt names")]
     HeaderHash { claimed: Hash, actual: Hash },
+    #[error("the receipt says block {claimed} but its header is block {header}")]
+    Height { claimed: u64, header: u64 },
     #[error("the proof is for position {proof} but the receipt says {claimed}")]
     Index { claimed: u32, proof: u64 },
     #[error("the proof is for a tree of {proof} leaves but the block has {header}")]
@@ -107,6 +109,12 @@ impl Receipt {
             return Err(ReceiptError::HeaderHash {
                 claimed: self.block_hash,
                 actual,
+            });
+        }
+        if self.height != self.header.height {
+            return Err(ReceiptError::Height {
+                claimed: self.height,
+                header: self.header.height,
             });
         }
         if self.proof.leaf_index != u64::from(self.index) {

@@ -2,9 +2,11 @@
 //! and, later, Raft): take an [`OrderedBatch`], execute it, build the block,
 //! make it durable, and hand its state changes to the state writer.
 //!
-//! Single-threaded by design: one `Engine` owns the chain; parallelism lives
-//! inside `apply` (execution and hashing on the rayon pool, the state write on
-//! its own thread, overlapping the next block).
+//! Single-threaded by design: one `Engine` owns the chain. Parallelism lives
+//! inside `apply` (execution and hashing on the rayon pool) and in a pipeline
+//! behind it: a chain-writer thread makes block N durable while block N+1
+//! executes, then hands it to a state-writer thread. Clients are answered
+//! only once their block is durable ([`Engine::durability`]).
 
 use crate::block::{tx_leaves, BlockHeader, OrderedBatch, Receipt};
 use crate::chaincode::{BlockInfo, Registry};
@@ -24,9 +26,9 @@ fn roots_of(state: &State, changes: &BlockChanges<'_>, height: u64) -> Vec<RootR
         .collect()
 }
 use crate::storage::{ChainStore, KeyVersion, NewBlock, RootRow, StateStore, Sync};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -42,6 +44,8 @@ pub struct EngineConfig {
     pub state_sync: Sync,
     /// Blocks the state writer may lag behind the chain before `apply` waits.
     pub state_queue_len_max: usize,
+    /// Blocks executed but not yet durable before `apply` waits.
+    pub chain_queue_len_max: usize,
 }
 
 impl EngineConfig {
@@ -53,6 +57,7 @@ impl EngineConfig {
             chain_sync: Sync::Full,
             state_sync: Sync::Normal,
             state_queue_len_max: 4,
+            chain_queue_len_max: 2,
         }
     }
 }
@@ -66,83 +71,135 @@ pub struct AppliedBlock {
     pub outcomes: Vec<TxOutcome>,
 }
 
+/// Everything the chain writer needs to make a block durable.
+struct ChainJob {
+    block: Arc<AppliedBlock>,
+    leaves: Vec<Hash>,
+    partitions: Vec<Vec<PartitionId>>,
+    roots: Vec<RootRow>,
+}
+
+/// What the state writer needs, sent once the block is durable.
 struct StateJob {
-    height: u64,
-    hash: Hash,
     block: Arc<AppliedBlock>,
     roots: Vec<RootRow>,
 }
 
-/// Progress of the state writer, shared with the engine.
-#[derive(Default)]
-struct WriterProgress {
-    applied: u64,
+#[derive(Debug, Default)]
+struct ProgressState {
+    /// Highest height this stage has completed.
+    done: u64,
     error: Option<String>,
 }
 
-struct StateWriter {
-    sender: Option<SyncSender<StateJob>>,
-    handle: Option<JoinHandle<()>>,
-    progress: Arc<(Mutex<WriterProgress>, Condvar)>,
+/// How far a pipeline stage has got. Shared with whoever waits on it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
 }
 
-impl StateWriter {
+impl Progress {
+    fn new(done: u64) -> Arc<Progress> {
+        Arc::new(Progress {
+            state: Mutex::new(ProgressState { done, error: None }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn advance(&self, height: u64) {
+        lock(&self.state).done = height;
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, error: String) {
+        lock(&self.state).error = Some(error);
+        self.changed.notify_all();
+    }
+
+    pub fn done(&self) -> u64 {
+        lock(&self.state).done
+    }
+
+    pub fn error(&self) -> Option<String> {
+        lock(&self.state).error.clone()
+    }
+
+    /// Blocks until the stage has completed `height`, or has failed.
+    pub fn wait_for(&self, height: u64) -> Result<(), LedgerError> {
+        let mut p = lock(&self.state);
+        loop {
+            if let Some(e) = &p.error {
+                return Err(LedgerError::WriterStopped(e.clone()));
+            }
+            if p.done >= height {
+                return Ok(());
+            }
+            p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // No stage panics while holding the lock; even if one did, the progress
+    // record is consistent at every point.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A writer thread fed by a bounded queue: the queue's bound is the
+/// back-pressure that keeps execution from running far ahead of the disk.
+struct Stage<J> {
+    sender: Option<SyncSender<J>>,
+    handle: Option<JoinHandle<()>>,
+    progress: Arc<Progress>,
+}
+
+impl<J: Send + 'static> Stage<J> {
     fn spawn(
-        mut store: StateStore,
-        applied: u64,
+        name: &str,
         queue_len_max: usize,
+        done: u64,
+        mut work: impl FnMut(J) -> Result<u64, LedgerError> + Send + 'static,
     ) -> Result<Self, LedgerError> {
-        let (sender, receiver) = sync_channel::<StateJob>(queue_len_max.max(1));
-        let progress = Arc::new((
-            Mutex::new(WriterProgress {
-                applied,
-                error: None,
-            }),
-            Condvar::new(),
-        ));
+        let (sender, receiver) = sync_channel::<J>(queue_len_max.max(1));
+        let progress = Progress::new(done);
         let shared = progress.clone();
+        let stage = name.to_string();
         let handle = std::thread::Builder::new()
-            .name("state-writer".into())
-            .spawn(move || write_loop(&mut store, &receiver, &shared))?;
-        Ok(StateWriter {
+            .name(name.into())
+            .spawn(move || {
+                while let Ok(job) = receiver.recv() {
+                    match work(job) {
+                        Ok(height) => shared.advance(height),
+                        Err(e) => {
+                            tracing::error!(stage = %stage, code = e.code(), error = %e, "write failed; the engine stops");
+                            shared.fail(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(Stage {
             sender: Some(sender),
             handle: Some(handle),
             progress,
         })
     }
 
-    fn send(&self, job: StateJob) -> Result<(), LedgerError> {
-        let sender = self
-            .sender
+    fn send(&self, job: J) -> Result<(), LedgerError> {
+        let stopped =
+            || LedgerError::WriterStopped(self.progress.error().unwrap_or_else(|| "exited".into()));
+        self.sender
             .as_ref()
-            .ok_or_else(|| LedgerError::WriterStopped("closed".into()))?;
-        sender.send(job).map_err(|_| {
-            LedgerError::WriterStopped(self.error().unwrap_or_else(|| "exited".into()))
-        })
-    }
-
-    fn error(&self) -> Option<String> {
-        lock(&self.progress.0).error.clone()
-    }
-
-    /// Waits until the state reflects `height`.
-    fn wait_for(&self, height: u64) -> Result<(), LedgerError> {
-        let (m, cv) = &*self.progress;
-        let mut p = lock(m);
-        loop {
-            if let Some(e) = &p.error {
-                return Err(LedgerError::WriterStopped(e.clone()));
-            }
-            if p.applied >= height {
-                return Ok(());
-            }
-            p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
-        }
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())
     }
 }
 
-impl Drop for StateWriter {
+impl<J> Drop for Stage<J> {
     fn drop(&mut self) {
+        // Closing the queue lets the thread finish what it holds, then stop.
         self.sender.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -150,39 +207,8 @@ impl Drop for StateWriter {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The writer never panics while holding the lock; even if it did, the
-    // progress record is always consistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write_loop(
-    store: &mut StateStore,
-    jobs: &Receiver<StateJob>,
-    progress: &(Mutex<WriterProgress>, Condvar),
-) {
-    while let Ok(job) = jobs.recv() {
-        let changes = State::changes_of(job.height, &job.block.outcomes);
-        let result = store.commit(
-            job.height,
-            &job.hash,
-            &job.block.outcomes,
-            &changes,
-            &job.roots,
-        );
-        let mut p = lock(&progress.0);
-        match result {
-            Ok(()) => p.applied = job.height,
-            Err(e) => {
-                tracing::error!(height = job.height, error = %e, "state write failed");
-                p.error = Some(e.to_string());
-                progress.1.notify_all();
-                return;
-            }
-        }
-        progress.1.notify_all();
-    }
-}
+/// Blocks remembered for parent checks without a database read.
+const RECENT_LEN_MAX: usize = 1024;
 
 /// The engine of one node.
 pub struct Engine {
@@ -191,9 +217,14 @@ pub struct Engine {
     state: State,
     known: HashSet<TxId, FastState>,
     tip: Option<(BlockHeader, Hash)>,
+    /// Hashes of the latest blocks, oldest first.
+    recent: VecDeque<(u64, Hash)>,
+    /// Reads of the chain (receipts, headers) on a connection of their own.
     chain: ChainStore,
     reader: StateStore,
-    writer: StateWriter,
+    /// Makes blocks durable, then hands them to the state writer.
+    chain_writer: Stage<ChainJob>,
+    state_progress: Arc<Progress>,
     /// Set when a write failed after the in-memory state moved on: the engine
     /// then refuses all work until it is reopened from disk.
     failed: Option<String>,
@@ -274,17 +305,67 @@ impl Engine {
             .thread_name(|i| format!("exec-{i}"))
             .build()
             .map_err(|e| LedgerError::Io(std::io::Error::other(e.to_string())))?;
+        let recent = chain
+            .headers(
+                tip_height.saturating_sub(RECENT_LEN_MAX as u64 - 1).max(1),
+                tip_height,
+            )?
+            .into_iter()
+            .map(|(h, hash, _)| (h.height, hash))
+            .collect();
         let reader = StateStore::open(&config.data_dir, config.state_sync)?;
-        let writer = StateWriter::spawn(store, tip_height, config.state_queue_len_max)?;
+        let state_writer = Stage::spawn(
+            "state-writer",
+            config.state_queue_len_max,
+            tip_height,
+            move |job: StateJob| {
+                let height = job.block.header.height;
+                let changes = State::changes_of(height, &job.block.outcomes);
+                store.commit(
+                    height,
+                    &job.block.hash,
+                    &job.block.outcomes,
+                    &changes,
+                    &job.roots,
+                )?;
+                Ok(height)
+            },
+        )?;
+        let state_progress = state_writer.progress.clone();
+        let mut writer_chain = ChainStore::open(&config.data_dir, config.chain_sync)?;
+        let chain_writer = Stage::spawn(
+            "chain-writer",
+            config.chain_queue_len_max,
+            tip_height,
+            move |job: ChainJob| {
+                let b = &job.block;
+                writer_chain.append(&NewBlock {
+                    header: &b.header,
+                    hash: &b.hash,
+                    leaves: &job.leaves,
+                    txs: &b.txs,
+                    outcomes: &b.outcomes,
+                    partitions: &job.partitions,
+                })?;
+                // Only a durable block may reach the state database.
+                state_writer.send(StateJob {
+                    block: job.block.clone(),
+                    roots: job.roots,
+                })?;
+                Ok(b.header.height)
+            },
+        )?;
         Ok(Engine {
             executor: Executor::new(registry, config.limits),
             pool,
             state,
             known,
             tip,
+            recent,
             chain,
             reader,
-            writer,
+            chain_writer,
+            state_progress,
             failed: None,
             _lock: lock,
         })
@@ -311,9 +392,14 @@ impl Engine {
         self.known.contains(id)
     }
 
-    /// Executes and commits one ordered batch. When this returns `Ok`, the
-    /// block is durable in the chain database.
+    /// Executes one ordered batch and queues its block for the chain writer.
+    /// The block is durable once [`Self::durability`] reaches its height:
+    /// acknowledge its transactions only then. Execution of the next batch
+    /// overlaps the commit of this one.
     pub fn apply(&mut self, batch: OrderedBatch) -> Result<Arc<AppliedBlock>, LedgerError> {
+        if self.failed.is_none() {
+            self.failed = self.chain_writer.progress.error();
+        }
         if let Some(reason) = &self.failed {
             return Err(LedgerError::WriterStopped(reason.clone()));
         }
@@ -359,18 +445,6 @@ impl Engine {
             proposer: batch.proposer,
         };
         let hash = header.hash();
-        let appended = self.chain.append(&NewBlock {
-            header: &header,
-            hash: &hash,
-            leaves: &leaves,
-            txs: &batch.txs,
-            outcomes: &executed.outcomes,
-            partitions: &executed.partitions,
-        });
-        if let Err(e) = appended {
-            self.failed = Some(e.to_string());
-            return Err(e);
-        }
         self.known.extend(batch.txs.iter().map(|tx| tx.id.clone()));
         let block = Arc::new(AppliedBlock {
             header: header.clone(),
@@ -379,13 +453,17 @@ impl Engine {
             outcomes: executed.outcomes,
         });
         self.tip = Some((header, hash));
-        let job = StateJob {
-            height,
-            hash,
+        if self.recent.len() == RECENT_LEN_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((height, hash));
+        let job = ChainJob {
             block: block.clone(),
+            leaves,
+            partitions: executed.partitions,
             roots,
         };
-        if let Err(e) = self.writer.send(job) {
+        if let Err(e) = self.chain_writer.send(job) {
             self.failed = Some(e.to_string());
             return Err(e);
         }
@@ -398,8 +476,10 @@ impl Engine {
         };
         let actual = if height == 0 {
             Some(Hash::ZERO)
-        } else if Some(height) == self.tip.as_ref().map(|(h, _)| h.height) {
-            self.tip.as_ref().map(|(_, hash)| *hash)
+        } else if let Some((_, hash)) = self.recent.iter().rev().find(|(h, _)| *h == height) {
+            Some(*hash)
+        } else if height > self.height() {
+            None
         } else {
             self.chain.header(height)?.map(|(_, hash)| hash)
         };
@@ -416,17 +496,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Waits until the state database reflects every applied block.
+    /// Waits until every applied block is durable and the state database
+    /// reflects it.
     pub fn flush(&self) -> Result<(), LedgerError> {
-        self.writer.wait_for(self.height())
+        self.chain_writer.progress.wait_for(self.height())?;
+        self.state_progress.wait_for(self.height())
     }
 
-    /// The receipt of a transaction by id.
+    /// How far blocks are durable: wait on it before acknowledging a block's
+    /// transactions to clients. Shareable with other threads.
+    pub fn durability(&self) -> Arc<Progress> {
+        self.chain_writer.progress.clone()
+    }
+
+    /// The receipt of a transaction by id (waiting until applied blocks are
+    /// durable, so that a transaction applied here is found).
     pub fn receipt(&mut self, id: &TxId) -> Result<Option<Receipt>, LedgerError> {
+        self.chain_writer.progress.wait_for(self.height())?;
         self.chain.receipt(id)
     }
 
     pub fn header(&mut self, height: u64) -> Result<Option<(BlockHeader, Hash)>, LedgerError> {
+        self.chain_writer
+            .progress
+            .wait_for(self.height().min(height))?;
         self.chain.header(height)
     }
 

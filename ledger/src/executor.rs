@@ -632,12 +632,13 @@ impl<'a> Graph<'a> {
         self.shards[(slot >> SHARD_SHIFT) as usize].slot_keys[(slot & LOCAL_MASK) as usize]
     }
 
-    /// The slot of an exact key under a declared prefix, if any transaction
-    /// declared that key exactly.
+    /// The slot (shard-tagged) of an exact key under a declared prefix, if
+    /// any transaction declared that key exactly.
     fn slot_by_key(&self, partition: &PartitionId, key: &[u8]) -> Option<u32> {
-        self.shards
-            .iter()
-            .find_map(|sh| sh.slots_by_key.get(partition)?.get(key).copied())
+        self.shards.iter().enumerate().find_map(|(shard, sh)| {
+            let local = *sh.slots_by_key.get(partition)?.get(key)?;
+            Some((shard as u32) << SHARD_SHIFT | local)
+        })
     }
 }
 

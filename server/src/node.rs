@@ -7,7 +7,7 @@ use crate::{demo, http};
 use anyhow::Context;
 use clap::Args;
 use ledger::block::OrderedBatch;
-use ledger::engine::{Engine, EngineConfig};
+use ledger::engine::{AppliedBlock, Engine, EngineConfig, Progress};
 use ledger::{Hash, Limits, Timestamp, Transaction, TxOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -162,7 +162,33 @@ fn sequence(
     batch_len_max: usize,
     status: &RwLock<Status>,
 ) {
-    publish(&engine, status, 0, 0);
+    publish(&engine, status);
+    // Blocks waiting for durability; bounded by the engine's own pipeline.
+    let (responder, blocks) = sync_channel::<(Arc<AppliedBlock>, Replies)>(8);
+    let durable = engine.durability();
+    std::thread::scope(|scope| {
+        scope.spawn(move || respond(&blocks, &durable, status));
+        order(
+            &mut engine,
+            queue,
+            window,
+            batch_len_max,
+            status,
+            &responder,
+        );
+        // Closing the channel lets the responder answer what it holds.
+        drop(responder);
+    });
+}
+
+fn order(
+    engine: &mut Engine,
+    queue: &Receiver<Submission>,
+    window: Duration,
+    batch_len_max: usize,
+    status: &RwLock<Status>,
+    responder: &SyncSender<(Arc<AppliedBlock>, Replies)>,
+) {
     while let Ok(first) = queue.recv() {
         let deadline = Instant::now() + window;
         let mut pending = vec![first];
@@ -205,27 +231,13 @@ fn sequence(
             parent: engine.tip().map(|(h, hash)| (h.height, *hash)),
         };
         match engine.apply(batch) {
+            // The responder answers once the block is durable, while this
+            // thread goes on to order and execute the next batch.
             Ok(block) => {
-                let mut committed = 0;
-                for (i, (outcome, reply)) in block.outcomes.iter().zip(replies).enumerate() {
-                    if outcome.status == ledger::TxStatus::Committed {
-                        committed += 1;
-                    }
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(Committed {
-                            outcome: outcome.clone(),
-                            height: block.header.height,
-                            index: i as u32,
-                            block_hash: block.hash,
-                        }));
-                    }
+                if responder.send((block, replies)).is_err() {
+                    tracing::error!("the responder stopped; the node stops ordering");
+                    return;
                 }
-                publish(
-                    &engine,
-                    status,
-                    committed,
-                    block.outcomes.len() as u64 - committed,
-                );
             }
             Err(e) => {
                 tracing::error!(code = e.code(), error = %e, "cannot apply batch; the node stops ordering");
@@ -244,13 +256,52 @@ fn sequence(
     }
 }
 
-fn publish(engine: &Engine, status: &RwLock<Status>, committed: u64, rejected: u64) {
+type Replies = Vec<Option<Reply>>;
+
+/// Answers a block's clients once it is durable, and publishes the status.
+fn respond(
+    blocks: &Receiver<(Arc<AppliedBlock>, Replies)>,
+    durable: &Progress,
+    status: &RwLock<Status>,
+) {
+    while let Ok((block, replies)) = blocks.recv() {
+        let height = block.header.height;
+        if let Err(e) = durable.wait_for(height) {
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Err(e.to_string()));
+            }
+            if let Ok(mut s) = status.write() {
+                s.ready = false;
+            }
+            return;
+        }
+        let mut committed = 0;
+        for (i, (outcome, reply)) in block.outcomes.iter().zip(replies).enumerate() {
+            committed += u64::from(outcome.status == ledger::TxStatus::Committed);
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(Committed {
+                    outcome: outcome.clone(),
+                    height,
+                    index: i as u32,
+                    block_hash: block.hash,
+                }));
+            }
+        }
+        if let Ok(mut s) = status.write() {
+            s.height = height;
+            s.tip_hash = Some(block.hash);
+            s.state_root = Some(block.header.state_root);
+            s.committed += committed;
+            s.rejected += block.outcomes.len() as u64 - committed;
+        }
+    }
+}
+
+fn publish(engine: &Engine, status: &RwLock<Status>) {
     if let Ok(mut s) = status.write() {
         s.ready = true;
         s.height = engine.height();
         s.tip_hash = engine.tip().map(|(_, h)| *h);
         s.state_root = engine.tip().map(|(h, _)| h.state_root);
-        s.committed += committed;
-        s.rejected += rejected;
     }
 }
