@@ -16,6 +16,7 @@ use ledger::{
 use serde::Deserialize;
 use serde_json::json;
 use smol_str::SmolStr;
+use std::borrow::Cow;
 
 pub const DOMAIN: &str = "finance";
 pub const FINANCE: DomainId = DomainId::from_static(DOMAIN);
@@ -119,20 +120,26 @@ struct OpenAccount {
     debits_may_exceed_credits: bool,
 }
 
+/// Arguments borrow from the transaction where JSON allows it (no escapes),
+/// which keeps decoding on the hot path free of allocations.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AccountRef {
+struct AccountRef<'a> {
     org: OrgId,
-    account: String,
+    #[serde(borrow)]
+    account: Cow<'a, str>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TransferArgs {
-    from: AccountRef,
-    to: AccountRef,
+struct TransferArgs<'a> {
+    #[serde(borrow)]
+    from: AccountRef<'a>,
+    #[serde(borrow)]
+    to: AccountRef<'a>,
     amount: u64,
-    currency: String,
+    #[serde(borrow)]
+    currency: Cow<'a, str>,
 }
 
 /// The finance chaincode.
@@ -186,17 +193,28 @@ impl Call for OpenCall {
     }
 }
 
-struct TransferCall {
-    from: (PartitionId, Vec<u8>, String),
-    to: (PartitionId, Vec<u8>, String),
-    amount: u64,
-    currency: String,
+/// One side of a transfer: the account's partition and key.
+struct Side {
+    partition: PartitionId,
+    key: Vec<u8>,
 }
 
-fn load(
-    ctx: &mut TxContext<'_>,
-    (partition, key, name): &(PartitionId, Vec<u8>, String),
-) -> Result<Account, ChaincodeError> {
+impl Side {
+    /// The account name, for messages (keys are `acct/{name}`, ASCII).
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.key.get(5..).unwrap_or_default())
+    }
+}
+
+struct TransferCall {
+    from: Side,
+    to: Side,
+    amount: u64,
+    currency: SmolStr,
+}
+
+fn load(ctx: &mut TxContext<'_>, side: &Side) -> Result<Account, ChaincodeError> {
+    let (partition, key, name) = (&side.partition, &side.key, side.name());
     let raw = ctx.get(partition, key)?.ok_or_else(|| {
         err(
             errors::ACCOUNT_NOT_FOUND,
@@ -221,7 +239,10 @@ impl Call for TransferCall {
                     errors::CURRENCY_MISMATCH,
                     format!(
                         "account {} in {} holds {}, not {}",
-                        side.2, side.0, acct.currency, self.currency
+                        side.name(),
+                        side.partition,
+                        acct.currency,
+                        self.currency
                     ),
                 ));
             }
@@ -236,8 +257,8 @@ impl Call for TransferCall {
                 errors::INSUFFICIENT_FUNDS,
                 format!(
                     "account {} in {} has {} {}, {} needed",
-                    self.from.2,
-                    self.from.0,
+                    self.from.name(),
+                    self.from.partition,
                     from.balance(),
                     self.currency,
                     self.amount
@@ -248,8 +269,8 @@ impl Call for TransferCall {
             .credits_posted
             .checked_add(amount)
             .ok_or_else(|| ChaincodeError::overflow("credits"))?;
-        ctx.put(&self.from.0, &self.from.1, from.encode())?;
-        ctx.put(&self.to.0, &self.to.1, to.encode())?;
+        ctx.put(&self.from.partition, &self.from.key, from.encode())?;
+        ctx.put(&self.to.partition, &self.to.key, to.encode())?;
         // Nothing to return: balances are queried, and a transfer on the hot
         // path should not pay for formatting them.
         Ok(serde_json::Value::Null)
@@ -293,7 +314,7 @@ impl Chaincode for Finance {
                 })
             }
             "transfer" => {
-                let a: TransferArgs = decode_args(tx)?;
+                let a: TransferArgs<'_> = decode_args(tx)?;
                 if a.from.org != tx.org {
                     return Err(err(
                         errors::NOT_OWNER,
@@ -324,10 +345,16 @@ impl Chaincode for Finance {
                         .write(&from_p, from_k.clone())
                         .write(&to_p, to_k.clone()),
                     call: Box::new(TransferCall {
-                        from: (from_p, from_k, a.from.account),
-                        to: (to_p, to_k, a.to.account),
+                        from: Side {
+                            partition: from_p,
+                            key: from_k,
+                        },
+                        to: Side {
+                            partition: to_p,
+                            key: to_k,
+                        },
                         amount: a.amount,
-                        currency: a.currency,
+                        currency: SmolStr::new(&a.currency),
                     }),
                 })
             }

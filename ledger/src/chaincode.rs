@@ -187,7 +187,9 @@ impl fmt::Display for ChaincodeError {
 
 /// Decodes typed arguments from a transaction, mapping failure to
 /// `LEDGER:INVALID_ARGUMENTS` with serde's explanation.
-pub fn decode_args<T: serde::de::DeserializeOwned>(tx: &Transaction) -> Result<T, ChaincodeError> {
+pub fn decode_args<'a, T: serde::Deserialize<'a>>(
+    tx: &'a Transaction,
+) -> Result<T, ChaincodeError> {
     serde_json::from_slice(&tx.args).map_err(ChaincodeError::invalid_arguments)
 }
 

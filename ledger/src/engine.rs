@@ -11,10 +11,12 @@
 use crate::block::{tx_leaves, BlockHeader, OrderedBatch, Receipt};
 use crate::chaincode::{BlockInfo, Registry};
 use crate::error::LedgerError;
-use crate::executor::{Executor, FastState};
+use crate::executor::{Executor, IdSet};
 use crate::hash::Hash;
 use crate::merkle;
-use crate::model::{Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version};
+use crate::model::{
+    IdDigest, Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version,
+};
 use crate::state::{BlockChanges, State};
 
 /// The new roots of the partitions a block changed.
@@ -26,7 +28,7 @@ fn roots_of(state: &State, changes: &BlockChanges<'_>, height: u64) -> Vec<RootR
         .collect()
 }
 use crate::storage::{ChainStore, KeyVersion, NewBlock, RootRow, StateStore, Sync};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -215,7 +217,7 @@ pub struct Engine {
     executor: Executor,
     pool: rayon::ThreadPool,
     state: State,
-    known: HashSet<TxId, FastState>,
+    known: IdSet,
     tip: Option<(BlockHeader, Hash)>,
     /// Hashes of the latest blocks, oldest first.
     recent: VecDeque<(u64, Hash)>,
@@ -299,7 +301,12 @@ impl Engine {
                 "replayed state from the chain"
             );
         }
-        let known: HashSet<TxId, FastState> = chain.tx_ids()?.into_iter().collect();
+        let known: IdSet = {
+            use rayon::prelude::*;
+            let ids = chain.tx_ids()?;
+            let digests: Vec<IdDigest> = ids.par_iter().map(TxId::digest).collect();
+            digests.into_iter().collect()
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads.max(1))
             .thread_name(|i| format!("exec-{i}"))
@@ -389,7 +396,7 @@ impl Engine {
 
     /// Whether this id was already used by an applied transaction.
     pub fn knows(&self, id: &TxId) -> bool {
-        self.known.contains(id)
+        self.known.contains(&id.digest())
     }
 
     /// Executes one ordered batch and queues its block for the chain writer.
@@ -445,7 +452,7 @@ impl Engine {
             proposer: batch.proposer,
         };
         let hash = header.hash();
-        self.known.extend(batch.txs.iter().map(|tx| tx.id.clone()));
+        self.known.extend(executed.digests.iter().copied());
         let block = Arc::new(AppliedBlock {
             header: header.clone(),
             hash,

@@ -19,7 +19,7 @@ use crate::chaincode::{
     Access, BlockInfo, ChaincodeError, Mode, Prepared, ReadView, Registry, Slot, Target, TxContext,
 };
 use crate::error::{codes, Code};
-use crate::model::{Limits, PartitionId, Transaction, TxId, TxOutcome, TxStatus};
+use crate::model::{IdDigest, Limits, PartitionId, Transaction, TxOutcome, TxStatus};
 use crate::state::State;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -28,21 +28,26 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// Ids already applied in earlier blocks. An id is applied at most once, ever.
+/// Ids already applied in earlier blocks, by digest. An id is applied at
+/// most once, ever.
 pub trait KnownIds: Sync {
-    fn contains(&self, id: &TxId) -> bool;
+    fn contains(&self, id: IdDigest) -> bool;
+}
+
+/// A set of id digests. The digests are already uniformly distributed (and
+/// not choosable by a client), so they hash to themselves.
+pub type IdSet = HashSet<IdDigest, PassThroughState>;
+
+impl KnownIds for IdSet {
+    fn contains(&self, id: IdDigest) -> bool {
+        HashSet::contains(self, &id)
+    }
 }
 
 /// The hasher for in-memory indexes: fast, and seeded per process so that
 /// crafted ids or keys cannot force collisions. Nothing iterates these maps,
 /// so the seed never influences a result.
 pub type FastState = foldhash::fast::RandomState;
-
-impl<S: BuildHasher + Sync> KnownIds for HashSet<TxId, S> {
-    fn contains(&self, id: &TxId) -> bool {
-        HashSet::contains(self, id)
-    }
-}
 
 /// Runs chaincode over batches.
 #[derive(Debug, Clone)]
@@ -94,18 +99,24 @@ type Overlay = Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executed {
     pub outcomes: Vec<TxOutcome>,
+    /// Digest of each transaction's id, for the caller's set of known ids.
+    pub digests: Vec<IdDigest>,
     /// Partitions each transaction declared (empty when it was rejected
     /// before declaring any): the audit index of who touched what.
     pub partitions: Vec<Vec<PartitionId>>,
 }
 
-fn executed(outcomes: Vec<TxOutcome>, admitted: Vec<Admitted>) -> Executed {
+fn executed(outcomes: Vec<TxOutcome>, admitted: Vec<Admitted>, digests: Vec<IdDigest>) -> Executed {
+    use rayon::prelude::*;
+    // In parallel: this also frees every prepared call, which is not free.
     let partitions = admitted
-        .into_iter()
+        .into_par_iter()
+        .with_min_len(256)
         .map(|a| a.map(|r| r.partitions).unwrap_or_default())
         .collect();
     Executed {
         outcomes,
+        digests,
         partitions,
     }
 }
@@ -140,14 +151,13 @@ impl Executor {
         block: BlockInfo,
         txs: &[Transaction],
     ) -> Executed {
-        let duplicate = duplicates(known, txs);
-        let admitted: Vec<Admitted> = txs
+        let (digests, mut admitted): (Vec<IdDigest>, Vec<Admitted>) = txs
             .iter()
-            .zip(&duplicate)
-            .map(|(tx, dup)| self.admit(tx, *dup))
-            .collect();
+            .map(|tx| (tx.id.digest(), self.admit(tx)))
+            .unzip();
+        reject_duplicates(known, txs, &digests, &mut admitted);
         let outcomes = self.run_sequential(state, block, txs, &admitted);
-        executed(outcomes, admitted)
+        executed(outcomes, admitted, digests)
     }
 
     /// Parallel execution on `pool`; always equal to [`Self::execute_sequential`].
@@ -159,19 +169,23 @@ impl Executor {
         block: BlockInfo,
         txs: &[Transaction],
     ) -> Executed {
-        let duplicate = duplicates(known, txs);
-        let admitted: Vec<Admitted> = pool.install(|| {
+        let t0 = std::time::Instant::now();
+        let (digests, mut admitted): (Vec<IdDigest>, Vec<Admitted>) = pool.install(|| {
             use rayon::prelude::*;
             txs.par_iter()
-                .zip(duplicate.par_iter())
                 .with_min_len(64)
-                .map(|(tx, dup)| self.admit(tx, *dup))
-                .collect()
+                .map(|tx| (tx.id.digest(), self.admit(tx)))
+                .unzip()
         });
+        let t1 = t0.elapsed();
+        reject_duplicates(known, txs, &digests, &mut admitted);
+        let t2 = t0.elapsed();
         let outcomes = if pool.current_num_threads() == 1 {
             self.run_sequential(state, block, txs, &admitted)
         } else {
             let graph = pool.install(|| Graph::build(&admitted, pool.current_num_threads()));
+            let t3 = t0.elapsed();
+            eprintln!("admit {:?} dup {:?} graph {:?}", t1, t2 - t1, t3 - t2);
             let parallelism = graph.admitted as f64 / graph.critical_path.max(1) as f64;
             if self.sequential_fallback && parallelism < PARALLELISM_MIN {
                 self.run_sequential(state, block, txs, &admitted)
@@ -179,16 +193,13 @@ impl Executor {
                 self.run_parallel(pool, state, block, txs, &admitted, graph)
             }
         };
-        executed(outcomes, admitted)
+        let t4 = t0.elapsed();
+        let e = executed(outcomes, admitted, digests);
+        eprintln!("until-run-end {:?} executed {:?}", t4, t0.elapsed() - t4);
+        e
     }
 
-    fn admit(&self, tx: &Transaction, duplicate: bool) -> Admitted {
-        if duplicate {
-            return Err(Rejection::new(
-                codes::DUPLICATE_TX_ID,
-                format!("transaction id {} was already used", tx.id),
-            ));
-        }
+    fn admit(&self, tx: &Transaction) -> Admitted {
         if tx.args.len() > self.limits.args_bytes_max {
             return Err(Rejection::new(
                 codes::TX_TOO_LARGE,
@@ -356,13 +367,23 @@ fn fault() -> ChaincodeError {
     ChaincodeError::new(codes::CHAINCODE_FAULT, "chaincode panicked")
 }
 
-/// Marks ids seen in an earlier block or earlier in this batch.
-fn duplicates(known: &dyn KnownIds, txs: &[Transaction]) -> Vec<bool> {
-    let mut seen: HashSet<&TxId, FastState> =
-        HashSet::with_capacity_and_hasher(txs.len(), FastState::default());
-    txs.iter()
-        .map(|tx| !seen.insert(&tx.id) || known.contains(&tx.id))
-        .collect()
+/// Rejects transactions whose id was used in an earlier block or earlier in
+/// this batch (the first occurrence consumes the id, whatever its outcome).
+fn reject_duplicates(
+    known: &dyn KnownIds,
+    txs: &[Transaction],
+    digests: &[IdDigest],
+    admitted: &mut [Admitted],
+) {
+    let mut seen: IdSet = HashSet::with_capacity_and_hasher(txs.len(), PassThroughState::default());
+    for ((tx, &digest), adm) in txs.iter().zip(digests).zip(admitted.iter_mut()) {
+        if !seen.insert(digest) || known.contains(digest) {
+            *adm = Err(Rejection::new(
+                codes::DUPLICATE_TX_ID,
+                format!("transaction id {} was already used", tx.id),
+            ));
+        }
+    }
 }
 
 /// Sequential view: the state before the batch plus the batch's writes so far.
@@ -446,8 +467,8 @@ impl std::hash::Hash for KeyRef<'_> {
 }
 
 /// Passes a precomputed `u64` through unchanged.
-#[derive(Default)]
-struct PassThrough(u64);
+#[derive(Debug, Default)]
+pub struct PassThrough(u64);
 impl std::hash::Hasher for PassThrough {
     fn finish(&self) -> u64 {
         self.0
@@ -461,8 +482,12 @@ impl std::hash::Hasher for PassThrough {
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
     }
+    fn write_u128(&mut self, v: u128) {
+        // Fold both halves: digests are uniform, either half would do.
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
 }
-type PassThroughState = std::hash::BuildHasherDefault<PassThrough>;
+pub type PassThroughState = std::hash::BuildHasherDefault<PassThrough>;
 
 /// Conflict tracking for one exact key.
 #[derive(Default)]
@@ -562,6 +587,7 @@ impl<'a> Graph<'a> {
             .map(|k| {
                 build_shard(
                     k as u32,
+                    shard_count,
                     admitted,
                     &access_start,
                     &slot_of_access,
@@ -645,15 +671,20 @@ impl<'a> Graph<'a> {
 /// One shard's walk over the batch, in block order.
 fn build_shard<'a>(
     shard: u32,
+    shards: usize,
     admitted: &'a [Admitted],
     access_start: &[u32],
     slot_of_access: &[AtomicU32],
     prefix_partitions: &[&PartitionId],
     mine: &(dyn Fn(&Access, u64) -> bool + Sync),
 ) -> Shard<'a> {
-    let mut key_index: HashMap<KeyRef<'a>, u32, PassThroughState> = HashMap::default();
-    let mut keys: Vec<KeyRes> = Vec::new();
-    let mut slot_keys: Vec<(&PartitionId, &[u8])> = Vec::new();
+    // Sized for this shard's share of the batch's accesses, so that the
+    // walk never rehashes.
+    let expected = (*access_start.last().unwrap_or(&0) as usize / shards.max(1)) + 16;
+    let mut key_index: HashMap<KeyRef<'a>, u32, PassThroughState> =
+        HashMap::with_capacity_and_hasher(expected, PassThroughState::default());
+    let mut keys: Vec<KeyRes> = Vec::with_capacity(expected);
+    let mut slot_keys: Vec<(&PartitionId, &[u8])> = Vec::with_capacity(expected);
     let mut slots_by_key: HashMap<&PartitionId, BTreeMap<&[u8], u32>> = HashMap::new();
     let mut prefixes: HashMap<&PartitionId, Vec<PrefixRes<'a>>> = HashMap::new();
     let mut edges = Vec::new();
@@ -703,7 +734,11 @@ fn build_shard<'a>(
                         }
                         Mode::Read => res.readers.push(me),
                     }
-                    if let Some(list) = prefixes.get_mut(&a.partition) {
+                    // Most batches declare no prefix: skip the lookup then.
+                    if let Some(list) = (!prefixes.is_empty())
+                        .then(|| prefixes.get_mut(&a.partition))
+                        .flatten()
+                    {
                         for p in list.iter_mut().filter(|p| k.starts_with(p.prefix)) {
                             deps.extend(p.last);
                             p.key_accesses_since.push(me);

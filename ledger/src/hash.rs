@@ -70,9 +70,9 @@ pub mod tag {
     pub const RESULT: u8 = 0x11;
     pub const TX_LEAF: u8 = 0x12;
     pub const HEADER: u8 = 0x20;
-    pub const WRITE: u8 = 0x30;
     pub const PARTITION_ROOT: u8 = 0x31;
     pub const STATE_LEAF: u8 = 0x32;
+    pub const TX_ID: u8 = 0x40;
 }
 
 /// Writer for the canonical encoding, feeding a SHA-256 state directly so that

@@ -178,6 +178,24 @@ id_type!(
     TxId, "transaction id", 128, is_tx_id_byte
 );
 
+/// A fixed-size digest of a transaction id, for the set of every id ever
+/// applied: the first 16 bytes of `SHA-256(0x40 ‖ id)`. Deterministic on
+/// every node; two distinct ids share a digest with probability about
+/// 2^-128 per pair, far below any hardware error rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdDigest(pub u128);
+
+impl TxId {
+    pub fn digest(&self) -> IdDigest {
+        let mut c = Canon::new(tag::TX_ID);
+        c.str(self.as_str());
+        let h = c.finish();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&h.0[..16]);
+        IdDigest(u128::from_be_bytes(first))
+    }
+}
+
 /// State is partitioned per (organization, domain). Each partition has its own
 /// keys, history and root.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -2,17 +2,18 @@
 //! partition's root.
 //!
 //! A partition root is a hash chain over the partition's history of writes:
-//! `root(h) = H(0x31, root(h-1), h, merkle(sorted writes of block h))`, where
+//! `root(h) = H(0x31, root(h-1), h, sorted net writes of block h)`, where
 //! only blocks that touch the partition extend its chain. The state root of a
 //! block is the Merkle root over `(partition, root)` for every partition in
 //! partition order. Updating costs O(writes), not O(state); the current state
 //! is a pure function of the chain of write sets, which `verify` replays to
 //! check every stored row (see `ARCHITECTURE.md` for the trade-off).
 
+use crate::executor::FastState;
 use crate::hash::{tag, Canon, Hash};
 use crate::merkle;
 use crate::model::{PartitionId, TxOutcome, Version};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// A live value and where it was last written.
@@ -95,21 +96,28 @@ impl State {
     /// order. Grouping is one pass; sorting each partition runs in parallel.
     pub fn changes_of(height: u64, outcomes: &[TxOutcome]) -> BlockChanges<'_> {
         use rayon::prelude::*;
-        let mut grouped: BTreeMap<&PartitionId, Vec<NetWrite<'_>>> = BTreeMap::new();
-        for (index, outcome) in outcomes.iter().enumerate() {
+        // Group by partition with a hash index (few partitions, many writes),
+        // then put the groups in partition order.
+        let mut index: HashMap<&PartitionId, usize, FastState> = HashMap::default();
+        let mut partitions: Vec<(&PartitionId, Vec<NetWrite<'_>>)> = Vec::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
             let version = Version {
                 height,
-                index: index as u32,
+                index: i as u32,
             };
             for w in &outcome.writes {
-                grouped.entry(&w.partition).or_default().push(NetWrite {
+                let g = *index.entry(&w.partition).or_insert_with(|| {
+                    partitions.push((&w.partition, Vec::new()));
+                    partitions.len() - 1
+                });
+                partitions[g].1.push(NetWrite {
                     key: &w.key,
                     value: w.value.as_deref(),
                     version,
                 });
             }
         }
-        let mut partitions: Vec<_> = grouped.into_iter().collect();
+        partitions.sort_by(|a, b| a.0.cmp(b.0));
         partitions.par_iter_mut().for_each(|(_, writes)| {
             // Stable: equal keys stay in block order, so the last one wins.
             writes.sort_by(|a, b| a.key.cmp(b.key));
@@ -200,17 +208,15 @@ pub fn state_leaf(pid: &PartitionId, root: &Hash) -> Hash {
     c.finish()
 }
 
-/// Extends a partition's root chain with one block's sorted net writes.
+/// Extends a partition's root chain with one block's sorted net writes:
+/// `H(0x31 ‖ prev ‖ height ‖ count ‖ (key ‖ value?)*)`. A flat hash, not a
+/// Merkle tree: nothing proves single writes against it, and streaming the
+/// writes through one hash costs a third of building a tree over them.
 pub fn next_partition_root(prev: &Hash, height: u64, writes: &[NetWrite<'_>]) -> Hash {
-    let leaves: Vec<Hash> = writes
-        .iter()
-        .map(|w| {
-            let mut c = Canon::new(tag::WRITE);
-            c.bytes(w.key).opt_bytes(w.value);
-            c.finish()
-        })
-        .collect();
     let mut c = Canon::new(tag::PARTITION_ROOT);
-    c.hash(prev).u64(height).hash(&merkle::root(&leaves));
+    c.hash(prev).u64(height).u32(writes.len() as u32);
+    for w in writes {
+        c.bytes(w.key).opt_bytes(w.value);
+    }
     c.finish()
 }

@@ -12,6 +12,7 @@ use ledger::{
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use ledger::executor::IdSet;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 use support::*;
@@ -69,7 +70,7 @@ fn first_difference(txs: &[Transaction], a: &Executed, b: &Executed) -> Option<S
 /// after it.
 fn assert_equivalent(
     state: &State,
-    known: &HashSet<TxId>,
+    known: &IdSet,
     block: BlockInfo,
     txs: &[Transaction],
 ) -> (Executed, State) {
@@ -106,13 +107,13 @@ fn assert_equivalent(
 
 /// Applies `txs` as block 1 on an empty state, sequentially: the starting
 /// point of a test. Returns the state and the ids now known.
-fn genesis(txs: &[Transaction]) -> (State, HashSet<TxId>) {
+fn genesis(txs: &[Transaction]) -> (State, IdSet) {
     let exec = Executor::new(registry(), Limits::DEFAULT);
-    let known = HashSet::new();
+    let known = IdSet::default();
     let done = exec.execute_sequential(&State::new(), &known, block(1), txs);
     let mut state = State::new();
     state.apply(1, &State::changes_of(1, &done.outcomes));
-    (state, txs.iter().map(|t| t.id.clone()).collect())
+    (state, txs.iter().map(|t| t.id.digest()).collect())
 }
 
 fn status(e: &Executed, i: usize) -> (TxStatus, Option<Code>) {
@@ -143,11 +144,11 @@ fn forced_code(op: &Op) -> Option<Code> {
 
 /// Rules every execution obeys, checked on the reference so that a wrong
 /// reference cannot make the equivalence vacuous.
-fn check_rules(plan: &[Planned], txs: &[Transaction], known: &HashSet<TxId>, e: &Executed) {
+fn check_rules(plan: &[Planned], txs: &[Transaction], known: &IdSet, e: &Executed) {
     let mut seen = HashSet::new();
     for (i, (p, t)) in plan.iter().zip(txs).enumerate() {
         let o = &e.outcomes[i];
-        let duplicate = !seen.insert(t.id.clone()) || known.contains(&t.id);
+        let duplicate = !seen.insert(t.id.clone()) || known.contains(&t.id.digest());
         match o.status {
             TxStatus::Rejected => {
                 assert!(o.code.is_some(), "tx {i}: rejected without a code");
@@ -904,7 +905,7 @@ fn a_credit_that_overflows_is_rejected_whole() {
 #[test]
 fn the_context_reports_block_height_timestamp_and_index() {
     let txs = vec![mint("m", 0, "a/0", 1), clock("c1"), clock("c2")];
-    let (seq, _) = assert_equivalent(&State::new(), &HashSet::new(), block(7), &txs);
+    let (seq, _) = assert_equivalent(&State::new(), &IdSet::default(), block(7), &txs);
     let b = block(7);
     assert_eq!(
         output(&seq, 1),

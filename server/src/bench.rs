@@ -7,17 +7,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
-use ledger::executor::FastState;
+use ledger::executor::{Executed, IdSet};
 use ledger::Hash;
 use ledger::{
     BlockInfo, DomainId, Executor, FunctionName, Limits, OrgId, State, Timestamp, Transaction,
-    TxId, TxOutcome, TxStatus, UserId,
+    TxId, TxStatus, UserId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -50,6 +49,9 @@ pub struct ExecArgs {
     /// How many accounts are hot.
     #[arg(long, default_value_t = 10)]
     pub hot_accounts: usize,
+    /// Rounds of the sequential and parallel runs (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Also run the full engine: execute, build blocks and commit them to
     /// SQLite with fsync, and report `durable_tps`.
     #[arg(long)]
@@ -192,6 +194,11 @@ fn generate(a: &ExecArgs) -> anyhow::Result<Workload> {
     })
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn bar(len: usize, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len as u64);
     b.set_style(
@@ -204,8 +211,7 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     b
 }
 
-type ExecFn<'a> =
-    dyn Fn(&State, &HashSet<TxId, FastState>, BlockInfo, &[Transaction]) -> Vec<TxOutcome> + 'a;
+type ExecFn<'a> = dyn Fn(&State, &IdSet, BlockInfo, &[Transaction]) -> Executed + 'a;
 
 /// What a run produced: seconds spent executing and applying (only), a
 /// digest of every outcome in order, and how many committed.
@@ -221,7 +227,7 @@ struct RunResult {
 fn run_in_memory(
     label: &str,
     state: &mut State,
-    known: &mut HashSet<TxId, FastState>,
+    known: &mut IdSet,
     first_height: u64,
     blocks: &[Vec<Transaction>],
     exec: &ExecFn<'_>,
@@ -238,10 +244,11 @@ fn run_in_memory(
             timestamp: Timestamp(height),
         };
         let started = Instant::now();
-        let out = exec(state, known, info, b);
-        pool.install(|| state.apply(height, &State::changes_of(height, &out)));
-        known.extend(b.iter().map(|t| t.id.clone()));
+        let executed = exec(state, known, info, b);
+        pool.install(|| state.apply(height, &State::changes_of(height, &executed.outcomes)));
+        known.extend(executed.digests.iter().copied());
         secs += started.elapsed().as_secs_f64();
+        let out = executed.outcomes;
         for o in &out {
             digest.update(o.hash().as_bytes());
             committed += usize::from(o.status == TxStatus::Committed);
@@ -258,6 +265,7 @@ fn run_in_memory(
 
 pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     ensure!(a.threads >= 1, "--threads must be at least 1");
+    ensure!(a.rounds >= 1, "--rounds must be at least 1");
     let w = generate(&a)?;
     let executor = Executor::new(domains::registry(), Limits::DEFAULT);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -272,12 +280,17 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
 
     // Genesis, shared by both runs (not measured).
     let mut genesis_state = State::new();
-    let mut genesis_known = HashSet::default();
-    let par = |s: &State, k: &HashSet<TxId, FastState>, i: BlockInfo, b: &[Transaction]| {
-        executor.execute_parallel(&pool, s, k, i, b).outcomes
+    // Room for every id up front: a rehash in the middle of a timed block
+    // would be charged to whichever executor met it.
+    let mut genesis_known = IdSet::with_capacity_and_hasher(
+        w.genesis.iter().chain(&w.blocks).map(Vec::len).sum(),
+        Default::default(),
+    );
+    let par = |s: &State, k: &IdSet, i: BlockInfo, b: &[Transaction]| {
+        executor.execute_parallel(&pool, s, k, i, b)
     };
-    let seq = |s: &State, k: &HashSet<TxId, FastState>, i: BlockInfo, b: &[Transaction]| {
-        executor.execute_sequential(s, k, i, b).outcomes
+    let seq = |s: &State, k: &IdSet, i: BlockInfo, b: &[Transaction]| {
+        executor.execute_sequential(s, k, i, b)
     };
     let genesis = run_in_memory(
         "genesis",
@@ -296,39 +309,52 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     );
     let first = 1 + w.genesis.len() as u64;
 
-    let mut seq_state = genesis_state.clone();
-    let mut seq_known = genesis_known.clone();
-    let s = run_in_memory(
-        "sequential",
-        &mut seq_state,
-        &mut seq_known,
-        first,
-        &w.blocks,
-        &seq,
-        &one,
-    );
-    let mut par_state = genesis_state;
-    let mut par_known = genesis_known;
-    let p = run_in_memory(
-        "parallel",
-        &mut par_state,
-        &mut par_known,
-        first,
-        &w.blocks,
-        &par,
-        &pool,
-    );
-    ensure!(
-        s.outcomes_digest == p.outcomes_digest,
-        "parallel outcomes differ from sequential outcomes"
-    );
-    let (seq_secs, par_secs, committed) = (s.secs, p.secs, p.committed);
-    let seq_root = seq_state.root();
-    let par_root = par_state.root();
-    ensure!(
-        seq_root == par_root,
-        "state roots differ: sequential {seq_root}, parallel {par_root}"
-    );
+    // Alternate the two executors over several rounds from the same genesis
+    // and report each one's median, so that a noisy neighbour on one round
+    // does not decide the comparison.
+    let mut seq_secs = Vec::new();
+    let mut par_secs = Vec::new();
+    let mut roots = None;
+    let mut committed = 0;
+    for round in 0..a.rounds.max(1) {
+        let mut seq_state = genesis_state.clone();
+        let mut seq_known = genesis_known.clone();
+        let s = run_in_memory(
+            &format!("sequential {}/{}", round + 1, a.rounds),
+            &mut seq_state,
+            &mut seq_known,
+            first,
+            &w.blocks,
+            &seq,
+            &one,
+        );
+        let mut par_state = genesis_state.clone();
+        let mut par_known = genesis_known.clone();
+        let p = run_in_memory(
+            &format!("parallel {}/{}", round + 1, a.rounds),
+            &mut par_state,
+            &mut par_known,
+            first,
+            &w.blocks,
+            &par,
+            &pool,
+        );
+        ensure!(
+            s.outcomes_digest == p.outcomes_digest,
+            "parallel outcomes differ from sequential outcomes"
+        );
+        let (seq_root, par_root) = (seq_state.root(), par_state.root());
+        ensure!(
+            seq_root == par_root,
+            "state roots differ: sequential {seq_root}, parallel {par_root}"
+        );
+        roots = Some((seq_root, par_root));
+        seq_secs.push(s.secs);
+        par_secs.push(p.secs);
+        committed = p.committed;
+    }
+    let (seq_root, par_root) = roots.context("no round ran")?;
+    let (seq_secs, par_secs) = (median(&mut seq_secs), median(&mut par_secs));
 
     let n = a.txs as f64;
     let mut report = json!({
@@ -339,6 +365,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
         "cross_partition_pct": a.cross_partition_pct,
         "hot_pct": a.hot_pct,
         "block_size": a.block_size,
+        "rounds": a.rounds,
         "seed": a.seed,
         "committed": committed,
         "rejected": a.txs - committed,
