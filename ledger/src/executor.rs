@@ -169,7 +169,6 @@ impl Executor {
         block: BlockInfo,
         txs: &[Transaction],
     ) -> Executed {
-        let t0 = std::time::Instant::now();
         let (digests, mut admitted): (Vec<IdDigest>, Vec<Admitted>) = pool.install(|| {
             use rayon::prelude::*;
             txs.par_iter()
@@ -177,15 +176,11 @@ impl Executor {
                 .map(|tx| (tx.id.digest(), self.admit(tx)))
                 .unzip()
         });
-        let t1 = t0.elapsed();
         reject_duplicates(known, txs, &digests, &mut admitted);
-        let t2 = t0.elapsed();
         let outcomes = if pool.current_num_threads() == 1 {
             self.run_sequential(state, block, txs, &admitted)
         } else {
             let graph = pool.install(|| Graph::build(&admitted, pool.current_num_threads()));
-            let t3 = t0.elapsed();
-            eprintln!("admit {:?} dup {:?} graph {:?}", t1, t2 - t1, t3 - t2);
             let parallelism = graph.admitted as f64 / graph.critical_path.max(1) as f64;
             if self.sequential_fallback && parallelism < PARALLELISM_MIN {
                 self.run_sequential(state, block, txs, &admitted)
@@ -193,10 +188,7 @@ impl Executor {
                 self.run_parallel(pool, state, block, txs, &admitted, graph)
             }
         };
-        let t4 = t0.elapsed();
-        let e = executed(outcomes, admitted, digests);
-        eprintln!("until-run-end {:?} executed {:?}", t4, t0.elapsed() - t4);
-        e
+        executed(outcomes, admitted, digests)
     }
 
     fn admit(&self, tx: &Transaction) -> Admitted {

@@ -7,12 +7,12 @@
 mod support;
 
 use ledger::executor::Executed;
+use ledger::executor::IdSet;
 use ledger::{
     codes, BlockInfo, Code, Executor, Limits, State, Transaction, TxId, TxOutcome, TxStatus,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use ledger::executor::IdSet;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 use support::*;

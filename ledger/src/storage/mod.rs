@@ -23,7 +23,7 @@ use crate::hash::Hash;
 use crate::merkle;
 use crate::model::{
     DomainId, FunctionName, OrgId, PartitionId, Timestamp, Transaction, TxId, TxOutcome, TxStatus,
-    UserId, Version, Write,
+    UserId, Version,
 };
 use crate::state::{BlockChanges, Entry, PartitionState, State};
 use diesel::connection::SimpleConnection;
@@ -67,12 +67,16 @@ fn open(
         Sync::Normal => "NORMAL",
         Sync::Off => "OFF",
     };
+    // The page size only takes effect on a new database (before the first
+    // table); 16 KiB pages hold ~40 transactions each and cut B-tree depth
+    // and splits for the large rows a block writes.
+    conn.batch_execute("PRAGMA page_size = 16384;")?;
     conn.batch_execute(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536;
-         PRAGMA wal_autocheckpoint = 8192;
+         PRAGMA cache_size = -131072;
+         PRAGMA wal_autocheckpoint = 4096;
          PRAGMA temp_store = MEMORY;"
     ))?;
     conn.run_pending_migrations(migrations)
@@ -274,7 +278,7 @@ impl ChainStore {
             proposer: to_i64(b.header.proposer, h, "proposer")?,
             leaves: b.leaves.iter().flat_map(|l| l.0).collect(),
         };
-        let txs: Vec<NewTx<'_>> = b
+        let mut txs: Vec<NewTx<'_>> = b
             .txs
             .iter()
             .zip(b.outcomes)
@@ -299,22 +303,29 @@ impl ChainStore {
                 writes: codec::encode_writes(&o.writes),
             })
             .collect();
-        let partition_names: Vec<Vec<String>> = b
-            .partitions
+        // Insert in id order: the primary key (height, idx) only grows at
+        // the end of its B-tree whatever the order, while the id index then
+        // receives sorted keys, on neighbouring pages.
+        txs.sort_unstable_by(|a, b| a.tx_id.cmp(b.tx_id));
+        let foreign: Vec<(String, i32)> = b
+            .txs
             .iter()
-            .map(|ps| ps.iter().map(|p| p.to_string()).collect())
-            .collect();
-        let tx_parts: Vec<_> = partition_names
-            .iter()
+            .zip(b.partitions)
             .enumerate()
-            .flat_map(|(i, ps)| {
-                ps.iter().map(move |p| {
-                    (
-                        tx_partitions::partition.eq(p.as_str()),
-                        tx_partitions::height.eq(height),
-                        tx_partitions::idx.eq(i as i32),
-                    )
-                })
+            .flat_map(|(i, (tx, ps))| {
+                ps.iter()
+                    .filter(move |p| !(p.org == tx.org && p.domain == tx.domain))
+                    .map(move |p| (p.to_string(), i as i32))
+            })
+            .collect();
+        let tx_parts: Vec<_> = foreign
+            .iter()
+            .map(|(p, i)| {
+                (
+                    tx_partitions::partition.eq(p.as_str()),
+                    tx_partitions::height.eq(height),
+                    tx_partitions::idx.eq(*i),
+                )
             })
             .collect();
         self.conn.immediate_transaction(|conn| {
@@ -475,6 +486,9 @@ pub struct KeyVersion {
     pub value: Option<Vec<u8>>,
 }
 
+/// One write as a history row: partition, key, index in block, value.
+type HistoryRow<'a> = (&'a PartitionId, &'a [u8], i32, Option<&'a [u8]>);
+
 /// The state database.
 pub struct StateStore {
     conn: SqliteConnection,
@@ -616,23 +630,31 @@ impl StateStore {
                 }
             }
         }
-        let mut history = Vec::new();
-        for (i, o) in outcomes.iter().enumerate() {
-            for Write {
-                partition,
-                key,
-                value,
-            } in &o.writes
-            {
-                history.push((
-                    key_history::partition.eq(name_of(partition)),
-                    key_history::key.eq(key.as_slice()),
+        // Insert history in its primary-key order (partition, key, index):
+        // consecutive rows then land on neighbouring B-tree pages instead of
+        // random ones, which measured several times faster.
+        let mut versions: Vec<HistoryRow<'_>> = outcomes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, o)| {
+                o.writes
+                    .iter()
+                    .map(move |w| (&w.partition, w.key.as_slice(), i as i32, w.value.as_deref()))
+            })
+            .collect();
+        versions.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let history: Vec<_> = versions
+            .iter()
+            .map(|(p, key, i, value)| {
+                (
+                    key_history::partition.eq(name_of(p)),
+                    key_history::key.eq(*key),
                     key_history::height.eq(h),
-                    key_history::idx.eq(i as i32),
-                    key_history::value.eq(value.as_deref()),
-                ));
-            }
-        }
+                    key_history::idx.eq(*i),
+                    key_history::value.eq(*value),
+                )
+            })
+            .collect();
         let root_names: Vec<String> = roots.iter().map(|(p, _, _)| p.to_string()).collect();
         let root_rows: Vec<_> = roots
             .iter()

@@ -35,10 +35,15 @@ CREATE TABLE transactions (
     PRIMARY KEY (height, idx)
 ) WITHOUT ROWID;
 CREATE INDEX tx_by_id ON transactions (tx_id);
-CREATE INDEX tx_by_org ON transactions (org, height);
-CREATE INDEX tx_by_submitter ON transactions (submitter, height);
+-- Audit by organization, and by submitter (a user belongs to exactly one
+-- organization, so a submitter's transactions are found through its
+-- organization's entries; a separate submitter index would cost every
+-- transaction one more B-tree insert).
+CREATE INDEX tx_by_org ON transactions (org, submitter, height);
 
--- Audit index: which partitions each transaction declared.
+-- Audit index: the partitions a transaction declared besides its home
+-- partition (its own organization's partition of its domain), which the
+-- organization index already finds.
 CREATE TABLE tx_partitions (
     partition TEXT NOT NULL,
     height    BIGINT NOT NULL,
