@@ -14,9 +14,7 @@ use crate::error::LedgerError;
 use crate::executor::{Executor, IdSet};
 use crate::hash::Hash;
 use crate::merkle;
-use crate::model::{
-    IdDigest, Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version,
-};
+use crate::model::{Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version};
 use crate::state::{BlockChanges, State};
 
 /// The new roots of the partitions a block changed.
@@ -27,7 +25,7 @@ fn roots_of(state: &State, changes: &BlockChanges<'_>, height: u64) -> Vec<RootR
         .filter_map(|(p, _)| state.partition(p).map(|s| ((*p).clone(), s.root, height)))
         .collect()
 }
-use crate::storage::{ChainStore, KeyVersion, NewBlock, RootRow, StateStore, Sync};
+use crate::storage::{ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -161,7 +159,7 @@ impl<J: Send + 'static> Stage<J> {
         name: &str,
         queue_len_max: usize,
         done: u64,
-        mut work: impl FnMut(J) -> Result<u64, LedgerError> + Send + 'static,
+        mut work: impl FnMut(Vec<J>) -> Result<u64, LedgerError> + Send + 'static,
     ) -> Result<Self, LedgerError> {
         let (sender, receiver) = sync_channel::<J>(queue_len_max.max(1));
         let progress = Progress::new(done);
@@ -170,8 +168,12 @@ impl<J: Send + 'static> Stage<J> {
         let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                while let Ok(job) = receiver.recv() {
-                    match work(job) {
+                while let Ok(first) = receiver.recv() {
+                    // Take whatever else is queued too: one SQLite commit
+                    // (one fsync) then covers all of it (group commit).
+                    let mut jobs = vec![first];
+                    jobs.extend(receiver.try_iter());
+                    match work(jobs) {
                         Ok(height) => shared.advance(height),
                         Err(e) => {
                             tracing::error!(stage = %stage, code = e.code(), error = %e, "write failed; the engine stops");
@@ -301,12 +303,7 @@ impl Engine {
                 "replayed state from the chain"
             );
         }
-        let known: IdSet = {
-            use rayon::prelude::*;
-            let ids = chain.tx_ids()?;
-            let digests: Vec<IdDigest> = ids.par_iter().map(TxId::digest).collect();
-            digests.into_iter().collect()
-        };
+        let known: IdSet = chain.id_digests()?.into_iter().collect();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads.max(1))
             .thread_name(|i| format!("exec-{i}"))
@@ -325,17 +322,24 @@ impl Engine {
             "state-writer",
             config.state_queue_len_max,
             tip_height,
-            move |job: StateJob| {
-                let height = job.block.header.height;
-                let changes = State::changes_of(height, &job.block.outcomes);
-                store.commit(
-                    height,
-                    &job.block.hash,
-                    &job.block.outcomes,
-                    &changes,
-                    &job.roots,
-                )?;
-                Ok(height)
+            move |jobs: Vec<StateJob>| {
+                let changes: Vec<BlockChanges<'_>> = jobs
+                    .iter()
+                    .map(|j| State::changes_of(j.block.header.height, &j.block.outcomes))
+                    .collect();
+                let blocks: Vec<StateBlock<'_>> = jobs
+                    .iter()
+                    .zip(&changes)
+                    .map(|(j, changes)| StateBlock {
+                        height: j.block.header.height,
+                        hash: &j.block.hash,
+                        outcomes: &j.block.outcomes,
+                        changes,
+                        roots: &j.roots,
+                    })
+                    .collect();
+                store.commit(&blocks)?;
+                Ok(blocks.last().map_or(0, |b| b.height))
             },
         )?;
         let state_progress = state_writer.progress.clone();
@@ -344,22 +348,29 @@ impl Engine {
             "chain-writer",
             config.chain_queue_len_max,
             tip_height,
-            move |job: ChainJob| {
-                let b = &job.block;
-                writer_chain.append(&NewBlock {
-                    header: &b.header,
-                    hash: &b.hash,
-                    leaves: &job.leaves,
-                    txs: &b.txs,
-                    outcomes: &b.outcomes,
-                    partitions: &job.partitions,
-                })?;
-                // Only a durable block may reach the state database.
-                state_writer.send(StateJob {
-                    block: job.block.clone(),
-                    roots: job.roots,
-                })?;
-                Ok(b.header.height)
+            move |jobs: Vec<ChainJob>| {
+                let blocks: Vec<NewBlock<'_>> = jobs
+                    .iter()
+                    .map(|j| NewBlock {
+                        header: &j.block.header,
+                        hash: &j.block.hash,
+                        leaves: &j.leaves,
+                        txs: &j.block.txs,
+                        outcomes: &j.block.outcomes,
+                        partitions: &j.partitions,
+                    })
+                    .collect();
+                writer_chain.append(&blocks)?;
+                let height = blocks.last().map_or(0, |b| b.header.height);
+                drop(blocks);
+                // Only durable blocks may reach the state database.
+                for j in jobs {
+                    state_writer.send(StateJob {
+                        block: j.block,
+                        roots: j.roots,
+                    })?;
+                }
+                Ok(height)
             },
         )?;
         Ok(Engine {
@@ -540,7 +551,8 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<KeyVersion>, LedgerError> {
         self.flush()?;
-        self.reader.key_history(partition, key, after, limit)
+        let versions = self.reader.key_versions(partition, key, after, limit)?;
+        self.chain.values_at(partition, key, &versions)
     }
 }
 
@@ -573,5 +585,11 @@ fn replay_block(
         });
     }
     let roots = roots_of(state, &changes, height);
-    store.commit(height, &hash, &outcomes, &changes, &roots)
+    store.commit(&[StateBlock {
+        height,
+        hash: &hash,
+        outcomes: &outcomes,
+        changes: &changes,
+        roots: &roots,
+    }])
 }

@@ -7,9 +7,11 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
-use ledger::storage::ChainStore;
+use ledger::storage::{codec, ChainStore};
 use ledger::verify::{verify_data_dir, VerifyError};
-use ledger::{DomainId, FunctionName, OrgId, Timestamp, Transaction, TxId, UserId};
+use ledger::{
+    Code, DomainId, FunctionName, OrgId, Timestamp, Transaction, TxId, TxOutcome, UserId,
+};
 use serde_json::json;
 use std::path::Path;
 
@@ -83,10 +85,46 @@ fn build(dir: &Path) {
     engine.flush().unwrap();
 }
 
-fn tampered(sql_chain: &str, sql_state: &str) -> VerifyError {
+diesel::table! {
+    tx_chunks (height, chunk) {
+        height -> BigInt,
+        chunk -> Integer,
+        body -> Binary,
+    }
+}
+
+/// Decodes a stored chunk, lets `edit` change it, and stores it back: an
+/// attacker with write access to the file, who knows the format.
+fn rewrite_chunk(
+    dir: &Path,
+    height: i64,
+    chunk: i32,
+    edit: impl FnOnce(&mut Vec<(Transaction, TxOutcome)>),
+) {
+    let mut conn = SqliteConnection::establish(&dir.join("chain.db").to_string_lossy()).unwrap();
+    let body: Vec<u8> = tx_chunks::table
+        .find((height, chunk))
+        .select(tx_chunks::body)
+        .first(&mut conn)
+        .unwrap();
+    let mut records = codec::decode_chunk(&body).unwrap();
+    edit(&mut records);
+    let (txs, outcomes): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+    diesel::update(tx_chunks::table.find((height, chunk)))
+        .set(tx_chunks::body.eq(codec::encode_chunk(&txs, &outcomes)))
+        .execute(&mut conn)
+        .unwrap();
+}
+
+fn built() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
     verify_data_dir(dir.path(), &mut |_, _| {}).expect("an untouched ledger verifies");
+    dir
+}
+
+fn tampered(sql_chain: &str, sql_state: &str) -> VerifyError {
+    let dir = built();
     for (file, sql) in [("chain.db", sql_chain), ("state.db", sql_state)] {
         if !sql.is_empty() {
             let mut conn =
@@ -99,27 +137,43 @@ fn tampered(sql_chain: &str, sql_state: &str) -> VerifyError {
 
 #[test]
 fn an_edited_transaction_is_caught_at_its_block() {
-    let e = tampered(
-        r#"UPDATE transactions SET args = CAST('{"amount":1}' AS BLOB) WHERE height = 3 AND idx = 4;"#,
-        "",
-    );
+    let dir = built();
+    rewrite_chunk(dir.path(), 3, 0, |records| {
+        records[4].0.args = br#"{"amount":1}"#.to_vec();
+    });
+    let e = verify_data_dir(dir.path(), &mut |_, _| {}).unwrap_err();
     assert_eq!(e.height(), Some(3), "{e}");
     assert!(e.to_string().contains("index 4"), "{e}");
 }
 
 #[test]
 fn an_edited_result_is_caught_at_its_block() {
-    let e = tampered("UPDATE transactions SET status = 1, code = 'FINANCE:INSUFFICIENT_FUNDS' WHERE height = 2 AND idx = 0;", "");
+    let dir = built();
+    rewrite_chunk(dir.path(), 2, 0, |records| {
+        records[0].1 =
+            TxOutcome::rejected(Code::from_static("FINANCE:INSUFFICIENT_FUNDS"), "forged");
+    });
+    let e = verify_data_dir(dir.path(), &mut |_, _| {}).unwrap_err();
     assert_eq!(e.height(), Some(2), "{e}");
 }
 
 #[test]
 fn a_deleted_transaction_is_caught() {
+    let dir = built();
+    rewrite_chunk(dir.path(), 4, 0, |records| {
+        records.pop();
+    });
+    let e = verify_data_dir(dir.path(), &mut |_, _| {}).unwrap_err();
+    assert_eq!(e.height(), Some(4), "{e}");
+}
+
+#[test]
+fn a_garbled_chunk_is_caught_at_its_block() {
     let e = tampered(
-        "DELETE FROM transactions WHERE height = 4 AND idx = 19;",
+        "UPDATE tx_chunks SET body = x'0000000100' WHERE height = 5;",
         "",
     );
-    assert_eq!(e.height(), Some(4), "{e}");
+    assert_eq!(e.height(), Some(5), "{e}");
 }
 
 #[test]

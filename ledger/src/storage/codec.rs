@@ -1,8 +1,12 @@
-//! Compact binary encoding of the blobs stored with each transaction (events
-//! and write sets). Same primitives as the canonical hash encoding: big-endian
-//! integers, `u32` length prefixes, `0`/`1` for absent/present.
+//! Compact binary encoding of stored transaction chunks. Same primitives as
+//! the canonical hash encoding: big-endian integers, `u32` length prefixes,
+//! `0`/`1` for absent/present.
 
-use crate::model::{DomainId, Event, OrgId, PartitionId, Write};
+use crate::error::Code;
+use crate::model::{
+    DomainId, Event, FunctionName, InvalidId, OrgId, PartitionId, Transaction, TxId, TxOutcome,
+    TxStatus, UserId, Write,
+};
 use smol_str::SmolStr;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +75,32 @@ impl<'a> Dec<'a> {
     }
 }
 
-pub fn encode_writes(writes: &[Write]) -> Vec<u8> {
-    let mut e = Enc::default();
+fn put_events(e: &mut Enc, events: &[Event]) {
+    e.u32(events.len() as u32);
+    for ev in events {
+        e.partition(&ev.partition);
+        e.bytes(ev.name.as_bytes());
+        e.bytes(&ev.data);
+    }
+}
+
+fn get_events(d: &mut Dec<'_>) -> Result<Vec<Event>, CodecError> {
+    let n = d.u32()? as usize;
+    let mut out = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let partition = d.partition()?;
+        let name = SmolStr::new(d.str()?);
+        let data = d.bytes()?.to_vec();
+        out.push(Event {
+            partition,
+            name,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+fn put_writes(e: &mut Enc, writes: &[Write]) {
     e.u32(writes.len() as u32);
     for w in writes {
         e.partition(&w.partition);
@@ -85,11 +113,9 @@ pub fn encode_writes(writes: &[Write]) -> Vec<u8> {
             }
         }
     }
-    e.0
 }
 
-pub fn decode_writes(buf: &[u8]) -> Result<Vec<Write>, CodecError> {
-    let mut d = Dec { buf };
+fn get_writes(d: &mut Dec<'_>) -> Result<Vec<Write>, CodecError> {
     let n = d.u32()? as usize;
     let mut out = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
@@ -106,34 +132,81 @@ pub fn decode_writes(buf: &[u8]) -> Result<Vec<Write>, CodecError> {
             value,
         });
     }
-    d.end()?;
     Ok(out)
 }
 
-pub fn encode_events(events: &[Event]) -> Vec<u8> {
+fn id<T>(r: Result<T, InvalidId>) -> Result<T, CodecError> {
+    r.map_err(|e| CodecError(e.to_string()))
+}
+
+/// A chunk of consecutive transactions of one block with their outcomes:
+/// `count`, then per transaction its envelope (id, domain, function, args,
+/// submitter, org) and outcome (status, code?, message, output, events,
+/// writes).
+pub fn encode_chunk(txs: &[Transaction], outcomes: &[TxOutcome]) -> Vec<u8> {
     let mut e = Enc::default();
-    e.u32(events.len() as u32);
-    for ev in events {
-        e.partition(&ev.partition);
-        e.bytes(ev.name.as_bytes());
-        e.bytes(&ev.data);
+    e.u32(txs.len().min(outcomes.len()) as u32);
+    for (tx, o) in txs.iter().zip(outcomes) {
+        e.bytes(tx.id.as_str().as_bytes());
+        e.bytes(tx.domain.as_str().as_bytes());
+        e.bytes(tx.function.as_str().as_bytes());
+        e.bytes(&tx.args);
+        e.bytes(tx.submitter.as_str().as_bytes());
+        e.bytes(tx.org.as_str().as_bytes());
+        e.0.push(match o.status {
+            TxStatus::Committed => 0,
+            TxStatus::Rejected => 1,
+        });
+        match &o.code {
+            None => e.0.push(0),
+            Some(c) => {
+                e.0.push(1);
+                e.bytes(c.as_str().as_bytes());
+            }
+        }
+        e.bytes(o.message.as_bytes());
+        e.bytes(&o.output);
+        put_events(&mut e, &o.events);
+        put_writes(&mut e, &o.writes);
     }
     e.0
 }
 
-pub fn decode_events(buf: &[u8]) -> Result<Vec<Event>, CodecError> {
+pub fn decode_chunk(buf: &[u8]) -> Result<Vec<(Transaction, TxOutcome)>, CodecError> {
     let mut d = Dec { buf };
     let n = d.u32()? as usize;
     let mut out = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
-        let partition = d.partition()?;
-        let name = SmolStr::new(d.str()?);
-        let data = d.bytes()?.to_vec();
-        out.push(Event {
-            partition,
-            name,
-            data,
-        });
+        let tx = Transaction {
+            id: id(TxId::new(d.str()?))?,
+            domain: id(DomainId::new(d.str()?))?,
+            function: id(FunctionName::new(d.str()?))?,
+            args: d.bytes()?.to_vec(),
+            submitter: id(UserId::new(d.str()?))?,
+            org: id(OrgId::new(d.str()?))?,
+        };
+        let status = match d.u8()? {
+            0 => TxStatus::Committed,
+            1 => TxStatus::Rejected,
+            t => return Err(CodecError(format!("bad status {t}"))),
+        };
+        let code = match d.u8()? {
+            0 => None,
+            1 => {
+                let c = d.str()?;
+                Some(Code::new(c).ok_or_else(|| CodecError(format!("bad code {c:?}")))?)
+            }
+            t => return Err(CodecError(format!("bad option tag {t}"))),
+        };
+        let outcome = TxOutcome {
+            status,
+            code,
+            message: d.str()?.to_string(),
+            output: d.bytes()?.to_vec(),
+            events: get_events(&mut d)?,
+            writes: get_writes(&mut d)?,
+        };
+        out.push((tx, outcome));
     }
     d.end()?;
     Ok(out)
@@ -144,31 +217,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_and_events_round_trip_and_reject_garbage() {
+    fn chunks_round_trip_and_reject_garbage() {
         let p = PartitionId::parse("acme/finance").unwrap();
-        let writes = vec![
-            Write {
+        let tx = Transaction::new(
+            TxId::new("t-1").unwrap(),
+            DomainId::new("finance").unwrap(),
+            FunctionName::new("transfer").unwrap(),
+            &serde_json::json!({"amount": 5}),
+            UserId::new("alice@acme").unwrap(),
+            OrgId::new("acme").unwrap(),
+        );
+        let ok = TxOutcome {
+            status: TxStatus::Committed,
+            code: None,
+            message: String::new(),
+            output: b"null".to_vec(),
+            events: vec![Event {
                 partition: p.clone(),
-                key: b"a".to_vec(),
-                value: Some(b"1".to_vec()),
-            },
-            Write {
-                partition: p.clone(),
-                key: b"b".to_vec(),
-                value: None,
-            },
-        ];
-        let enc = encode_writes(&writes);
-        assert_eq!(decode_writes(&enc).unwrap(), writes);
-        assert!(decode_writes(&enc[..enc.len() - 1]).is_err());
+                name: "moved".into(),
+                data: b"{}".to_vec(),
+            }],
+            writes: vec![
+                Write {
+                    partition: p.clone(),
+                    key: b"a".to_vec(),
+                    value: Some(b"1".to_vec()),
+                },
+                Write {
+                    partition: p,
+                    key: b"b".to_vec(),
+                    value: None,
+                },
+            ],
+        };
+        let rejected = TxOutcome::rejected(Code::from_static("FINANCE:NOPE"), "no");
+        let records = vec![(tx.clone(), ok.clone()), (tx.clone(), rejected.clone())];
+        let enc = encode_chunk(&[tx.clone(), tx], &[ok, rejected]);
+        assert_eq!(decode_chunk(&enc).unwrap(), records);
+        assert!(decode_chunk(&enc[..enc.len() - 1]).is_err());
         let mut longer = enc.clone();
         longer.push(0);
-        assert!(decode_writes(&longer).is_err());
-        let events = vec![Event {
-            partition: p,
-            name: "moved".into(),
-            data: b"{}".to_vec(),
-        }];
-        assert_eq!(decode_events(&encode_events(&events)).unwrap(), events);
+        assert!(decode_chunk(&longer).is_err());
+        assert!(decode_chunk(&[]).is_err());
     }
 }

@@ -18,13 +18,10 @@ pub mod codec;
 pub mod schema;
 
 use crate::block::{BlockHeader, Receipt};
-use crate::error::{Code, LedgerError};
+use crate::error::LedgerError;
 use crate::hash::Hash;
 use crate::merkle;
-use crate::model::{
-    DomainId, FunctionName, OrgId, PartitionId, Timestamp, Transaction, TxId, TxOutcome, TxStatus,
-    UserId, Version,
-};
+use crate::model::{IdDigest, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version};
 use crate::state::{BlockChanges, Entry, PartitionState, State};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -154,80 +151,18 @@ impl BlockRow {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = transactions)]
-struct NewTx<'a> {
-    height: i64,
-    idx: i32,
-    tx_id: &'a str,
-    domain: &'a str,
-    function: &'a str,
-    args: &'a [u8],
-    submitter: &'a str,
-    org: &'a str,
-    status: i32,
-    code: Option<&'a str>,
-    message: &'a str,
-    output: &'a [u8],
-    events: Vec<u8>,
-    writes: Vec<u8>,
-}
+/// Decoded transactions with their outcomes.
+type Records = Vec<(Transaction, TxOutcome)>;
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = transactions)]
-struct TxRow {
-    height: i64,
-    idx: i32,
-    tx_id: String,
-    domain: String,
-    function: String,
-    args: Vec<u8>,
-    submitter: String,
-    org: String,
-    status: i32,
-    code: Option<String>,
-    message: String,
-    output: Vec<u8>,
-    events: Vec<u8>,
-    writes: Vec<u8>,
-}
+/// Transactions per stored chunk: small enough that reading one transaction
+/// decodes little, large enough that a block is a handful of rows.
+const CHUNK_LEN: usize = 64;
 
-const STATUS_COMMITTED: i32 = 0;
-const STATUS_REJECTED: i32 = 1;
-
-impl TxRow {
-    fn decode(self) -> Result<(u64, u32, Transaction, TxOutcome), LedgerError> {
-        let height = to_u64(self.height, 0, "height")?;
-        let bad =
-            |e: &dyn std::fmt::Display| corrupt(height, format!("transaction {}: {e}", self.idx));
-        let tx = Transaction {
-            id: TxId::new(&self.tx_id).map_err(|e| bad(&e))?,
-            domain: DomainId::new(&self.domain).map_err(|e| bad(&e))?,
-            function: FunctionName::new(&self.function).map_err(|e| bad(&e))?,
-            args: self.args,
-            submitter: UserId::new(&self.submitter).map_err(|e| bad(&e))?,
-            org: OrgId::new(&self.org).map_err(|e| bad(&e))?,
-        };
-        let status = match self.status {
-            STATUS_COMMITTED => TxStatus::Committed,
-            STATUS_REJECTED => TxStatus::Rejected,
-            s => return Err(bad(&format!("unknown status {s}"))),
-        };
-        let code = match self.code {
-            None => None,
-            Some(c) => Some(Code::new(&c).ok_or_else(|| bad(&format!("bad code {c:?}")))?),
-        };
-        let outcome = TxOutcome {
-            status,
-            code,
-            message: self.message,
-            output: self.output,
-            events: codec::decode_events(&self.events).map_err(|e| bad(&e))?,
-            writes: codec::decode_writes(&self.writes).map_err(|e| bad(&e))?,
-        };
-        let idx = u32::try_from(self.idx).map_err(|_| bad(&"negative index"))?;
-        Ok((height, idx, tx, outcome))
-    }
+fn chunk_of(index: u32) -> (i32, usize) {
+    (
+        (index as usize / CHUNK_LEN) as i32,
+        index as usize % CHUNK_LEN,
+    )
 }
 
 /// A block ready to be appended.
@@ -240,6 +175,125 @@ pub struct NewBlock<'a> {
     pub outcomes: &'a [TxOutcome],
     /// Partitions each transaction declared (for the audit index).
     pub partitions: &'a [Vec<PartitionId>],
+}
+
+fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), LedgerError> {
+    let h = b.header.height;
+    let height = to_i64(h, h, "height")?;
+    let row = BlockRow {
+        height,
+        hash: b.hash.0.to_vec(),
+        prev_hash: b.header.prev_hash.0.to_vec(),
+        timestamp_ms: to_i64(b.header.timestamp.0, h, "timestamp")?,
+        tx_count: b.header.tx_count as i32,
+        tx_root: b.header.tx_root.0.to_vec(),
+        state_root: b.header.state_root.0.to_vec(),
+        raft_term: to_i64(b.header.raft_term, h, "raft_term")?,
+        raft_index: to_i64(b.header.raft_index, h, "raft_index")?,
+        proposer: to_i64(b.header.proposer, h, "proposer")?,
+        leaves: b.leaves.iter().flat_map(|l| l.0).collect(),
+    };
+    let chunks: Vec<(i32, Vec<u8>)> = b
+        .txs
+        .chunks(CHUNK_LEN)
+        .zip(b.outcomes.chunks(CHUNK_LEN))
+        .enumerate()
+        .map(|(i, (txs, outcomes))| (i as i32, codec::encode_chunk(txs, outcomes)))
+        .collect();
+    let chunk_rows: Vec<_> = chunks
+        .iter()
+        .map(|(i, body)| {
+            (
+                tx_chunks::height.eq(height),
+                tx_chunks::chunk.eq(*i),
+                tx_chunks::body.eq(body.as_slice()),
+            )
+        })
+        .collect();
+    // Index rows in key order: consecutive inserts then land on
+    // neighbouring B-tree pages instead of random ones.
+    let mut digests: Vec<([u8; 16], i32)> = b
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| (tx.id.digest().0.to_be_bytes(), i as i32))
+        .collect();
+    digests.sort_unstable();
+    let id_rows: Vec<_> = digests
+        .iter()
+        .map(|(d, i)| {
+            (
+                tx_ids::digest.eq(d.as_slice()),
+                tx_ids::height.eq(height),
+                tx_ids::idx.eq(*i),
+            )
+        })
+        .collect();
+    let mut by_org: Vec<(&str, &str, i32)> = b
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| (tx.org.as_str(), tx.submitter.as_str(), i as i32))
+        .collect();
+    by_org.sort_unstable();
+    let org_rows: Vec<_> = by_org
+        .iter()
+        .map(|(org, submitter, i)| {
+            (
+                tx_by_org::org.eq(*org),
+                tx_by_org::submitter.eq(*submitter),
+                tx_by_org::height.eq(height),
+                tx_by_org::idx.eq(*i),
+            )
+        })
+        .collect();
+    let foreign: Vec<(String, i32)> = b
+        .txs
+        .iter()
+        .zip(b.partitions)
+        .enumerate()
+        .flat_map(|(i, (tx, ps))| {
+            ps.iter()
+                .filter(move |p| !(p.org == tx.org && p.domain == tx.domain))
+                .map(move |p| (p.to_string(), i as i32))
+        })
+        .collect();
+    let tx_parts: Vec<_> = foreign
+        .iter()
+        .map(|(p, i)| {
+            (
+                tx_partitions::partition.eq(p.as_str()),
+                tx_partitions::height.eq(height),
+                tx_partitions::idx.eq(*i),
+            )
+        })
+        .collect();
+    {
+        diesel::insert_into(blocks::table)
+            .values(&row)
+            .execute(conn)?;
+        for rows in chunk_rows.chunks(SQL_VARIABLES_MAX / 3) {
+            diesel::insert_into(tx_chunks::table)
+                .values(rows)
+                .execute(conn)?;
+        }
+        for rows in id_rows.chunks(SQL_VARIABLES_MAX / 3) {
+            diesel::insert_into(tx_ids::table)
+                .values(rows)
+                .execute(conn)?;
+        }
+        for rows in org_rows.chunks(SQL_VARIABLES_MAX / 4) {
+            diesel::insert_into(tx_by_org::table)
+                .values(rows)
+                .execute(conn)?;
+        }
+        for chunk in tx_parts.chunks(SQL_VARIABLES_MAX / 3) {
+            diesel::insert_into(tx_partitions::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+    }
+    Ok(())
 }
 
 /// The chain database.
@@ -261,90 +315,15 @@ impl ChainStore {
         })
     }
 
-    /// Appends a block with its transactions in one SQLite transaction.
-    pub fn append(&mut self, b: &NewBlock<'_>) -> Result<(), LedgerError> {
-        let h = b.header.height;
-        let height = to_i64(h, h, "height")?;
-        let row = BlockRow {
-            height,
-            hash: b.hash.0.to_vec(),
-            prev_hash: b.header.prev_hash.0.to_vec(),
-            timestamp_ms: to_i64(b.header.timestamp.0, h, "timestamp")?,
-            tx_count: b.header.tx_count as i32,
-            tx_root: b.header.tx_root.0.to_vec(),
-            state_root: b.header.state_root.0.to_vec(),
-            raft_term: to_i64(b.header.raft_term, h, "raft_term")?,
-            raft_index: to_i64(b.header.raft_index, h, "raft_index")?,
-            proposer: to_i64(b.header.proposer, h, "proposer")?,
-            leaves: b.leaves.iter().flat_map(|l| l.0).collect(),
-        };
-        let mut txs: Vec<NewTx<'_>> = b
-            .txs
-            .iter()
-            .zip(b.outcomes)
-            .enumerate()
-            .map(|(i, (tx, o))| NewTx {
-                height,
-                idx: i as i32,
-                tx_id: tx.id.as_str(),
-                domain: tx.domain.as_str(),
-                function: tx.function.as_str(),
-                args: &tx.args,
-                submitter: tx.submitter.as_str(),
-                org: tx.org.as_str(),
-                status: match o.status {
-                    TxStatus::Committed => STATUS_COMMITTED,
-                    TxStatus::Rejected => STATUS_REJECTED,
-                },
-                code: o.code.as_ref().map(|c| c.as_str()),
-                message: &o.message,
-                output: &o.output,
-                events: codec::encode_events(&o.events),
-                writes: codec::encode_writes(&o.writes),
-            })
-            .collect();
-        // Insert in id order: the primary key (height, idx) only grows at
-        // the end of its B-tree whatever the order, while the id index then
-        // receives sorted keys, on neighbouring pages.
-        txs.sort_unstable_by(|a, b| a.tx_id.cmp(b.tx_id));
-        let foreign: Vec<(String, i32)> = b
-            .txs
-            .iter()
-            .zip(b.partitions)
-            .enumerate()
-            .flat_map(|(i, (tx, ps))| {
-                ps.iter()
-                    .filter(move |p| !(p.org == tx.org && p.domain == tx.domain))
-                    .map(move |p| (p.to_string(), i as i32))
-            })
-            .collect();
-        let tx_parts: Vec<_> = foreign
-            .iter()
-            .map(|(p, i)| {
-                (
-                    tx_partitions::partition.eq(p.as_str()),
-                    tx_partitions::height.eq(height),
-                    tx_partitions::idx.eq(*i),
-                )
-            })
-            .collect();
+    /// Appends blocks, in order, in one SQLite transaction: one commit (and
+    /// one fsync) for all of them when the writer has fallen behind.
+    pub fn append(&mut self, blocks: &[NewBlock<'_>]) -> Result<(), LedgerError> {
         self.conn.immediate_transaction(|conn| {
-            diesel::insert_into(blocks::table)
-                .values(&row)
-                .execute(conn)?;
-            for chunk in txs.chunks(SQL_VARIABLES_MAX / 14) {
-                diesel::insert_into(transactions::table)
-                    .values(chunk)
-                    .execute(conn)?;
+            for b in blocks {
+                insert_block(conn, b)?;
             }
-            for chunk in tx_parts.chunks(SQL_VARIABLES_MAX / 3) {
-                diesel::insert_into(tx_partitions::table)
-                    .values(chunk)
-                    .execute(conn)?;
-            }
-            Ok::<_, diesel::result::Error>(())
-        })?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The latest block's header and hash.
@@ -389,46 +368,125 @@ impl ChainStore {
 
     /// A block's transactions with their outcomes, in block order.
     pub fn block_txs(&mut self, height: u64) -> Result<Vec<(Transaction, TxOutcome)>, LedgerError> {
-        let rows: Vec<TxRow> = transactions::table
-            .filter(transactions::height.eq(to_i64(height, height, "height")?))
-            .order(transactions::idx.asc())
-            .select(TxRow::as_select())
+        let rows: Vec<(i32, Vec<u8>)> = tx_chunks::table
+            .filter(tx_chunks::height.eq(to_i64(height, height, "height")?))
+            .order(tx_chunks::chunk.asc())
+            .select((tx_chunks::chunk, tx_chunks::body))
             .load(&mut self.conn)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (expected, row) in rows.into_iter().enumerate() {
-            let (_, idx, tx, outcome) = row.decode()?;
-            if idx as usize != expected {
+        let mut out = Vec::new();
+        for (expected, (chunk, body)) in rows.into_iter().enumerate() {
+            if chunk as usize != expected {
                 return Err(corrupt(
                     height,
-                    format!("transaction index {idx} where {expected} was expected"),
+                    format!("chunk {chunk} where {expected} was expected"),
                 ));
             }
-            out.push((tx, outcome));
+            let records = codec::decode_chunk(&body)
+                .map_err(|e| corrupt(height, format!("chunk {chunk}: {e}")))?;
+            out.extend(records);
         }
         Ok(out)
     }
 
-    /// Every id used so far (an id is consumed by its first occurrence).
-    pub fn tx_ids(&mut self) -> Result<Vec<TxId>, LedgerError> {
-        let ids: Vec<String> = transactions::table
-            .select(transactions::tx_id)
-            .load(&mut self.conn)?;
-        ids.iter()
-            .map(|s| TxId::new(s).map_err(|e| corrupt(0, e)))
+    /// The digest of every id used so far (an id is consumed by its first
+    /// occurrence).
+    pub fn id_digests(&mut self) -> Result<Vec<IdDigest>, LedgerError> {
+        let digests: Vec<Vec<u8>> = tx_ids::table.select(tx_ids::digest).load(&mut self.conn)?;
+        digests
+            .iter()
+            .map(|d| {
+                let bytes: [u8; 16] = d
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(0, "an id digest is not 16 bytes"))?;
+                Ok(IdDigest(u128::from_be_bytes(bytes)))
+            })
             .collect()
+    }
+
+    /// One stored transaction with its outcome.
+    fn tx_at(
+        &mut self,
+        height: u64,
+        index: u32,
+    ) -> Result<Option<(Transaction, TxOutcome)>, LedgerError> {
+        let (chunk, offset) = chunk_of(index);
+        let body: Option<Vec<u8>> = tx_chunks::table
+            .find((to_i64(height, height, "height")?, chunk))
+            .select(tx_chunks::body)
+            .first(&mut self.conn)
+            .optional()?;
+        let Some(body) = body else { return Ok(None) };
+        let mut records = codec::decode_chunk(&body)
+            .map_err(|e| corrupt(height, format!("chunk {chunk}: {e}")))?;
+        Ok((offset < records.len()).then(|| records.swap_remove(offset)))
+    }
+
+    /// The values a key was given at `versions` (`None` for a deletion),
+    /// read from the write sets of the chain. Consecutive versions in one
+    /// chunk decode it once.
+    pub fn values_at(
+        &mut self,
+        partition: &PartitionId,
+        key: &[u8],
+        versions: &[Version],
+    ) -> Result<Vec<KeyVersion>, LedgerError> {
+        let mut cached: Option<((u64, i32), Records)> = None;
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            let (chunk, offset) = chunk_of(v.index);
+            if cached.as_ref().map(|(at, _)| *at) != Some((v.height, chunk)) {
+                let body: Vec<u8> = tx_chunks::table
+                    .find((to_i64(v.height, v.height, "height")?, chunk))
+                    .select(tx_chunks::body)
+                    .first(&mut self.conn)?;
+                let records = codec::decode_chunk(&body)
+                    .map_err(|e| corrupt(v.height, format!("chunk {chunk}: {e}")))?;
+                cached = Some(((v.height, chunk), records));
+            }
+            let write = cached
+                .as_ref()
+                .and_then(|(_, records)| records.get(offset))
+                .and_then(|(_, o)| {
+                    o.writes
+                        .iter()
+                        .find(|w| &w.partition == partition && w.key.as_slice() == key)
+                })
+                .ok_or_else(|| {
+                    corrupt(
+                        v.height,
+                        format!(
+                            "key history names transaction {} but it did not write the key",
+                            v.index
+                        ),
+                    )
+                })?;
+            out.push(KeyVersion {
+                version: *v,
+                value: write.value.clone(),
+            });
+        }
+        Ok(out)
     }
 
     /// The receipt of the first transaction with this id, if any.
     pub fn receipt(&mut self, id: &TxId) -> Result<Option<Receipt>, LedgerError> {
-        let row: Option<TxRow> = transactions::table
-            .filter(transactions::tx_id.eq(id.as_str()))
-            .order((transactions::height.asc(), transactions::idx.asc()))
-            .select(TxRow::as_select())
-            .first(&mut self.conn)
-            .optional()?;
-        let Some(row) = row else { return Ok(None) };
-        let (height, index, tx, outcome) = row.decode()?;
-        self.receipt_at(height, index, tx, outcome).map(Some)
+        let places: Vec<(i64, i32)> = tx_ids::table
+            .filter(tx_ids::digest.eq(id.digest().0.to_be_bytes().as_slice()))
+            .order((tx_ids::height.asc(), tx_ids::idx.asc()))
+            .select((tx_ids::height, tx_ids::idx))
+            .load(&mut self.conn)?;
+        for (h, i) in places {
+            let height = to_u64(h, 0, "height")?;
+            let index = u32::try_from(i).map_err(|_| corrupt(height, "negative index"))?;
+            // The digest found the place; the id itself must match too.
+            if let Some((tx, outcome)) = self.tx_at(height, index)? {
+                if &tx.id == id {
+                    return self.receipt_at(height, index, tx, outcome).map(Some);
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn receipt_at(
@@ -486,8 +544,121 @@ pub struct KeyVersion {
     pub value: Option<Vec<u8>>,
 }
 
-/// One write as a history row: partition, key, index in block, value.
-type HistoryRow<'a> = (&'a PartitionId, &'a [u8], i32, Option<&'a [u8]>);
+/// One write as a history row: partition, key, index in block.
+type HistoryRow<'a> = (&'a PartitionId, &'a [u8], i32);
+
+/// One block's effect on the state, for [`StateStore::commit`].
+#[derive(Debug)]
+pub struct StateBlock<'a> {
+    pub height: u64,
+    pub hash: &'a Hash,
+    pub outcomes: &'a [TxOutcome],
+    pub changes: &'a BlockChanges<'a>,
+    pub roots: &'a [RootRow],
+}
+
+fn write_state(
+    conn: &mut SqliteConnection,
+    height: u64,
+    block_hash: &Hash,
+    outcomes: &[TxOutcome],
+    changes: &BlockChanges<'_>,
+    roots: &[RootRow],
+) -> Result<(), LedgerError> {
+    let h = to_i64(height, height, "height")?;
+    let names: Vec<(String, &PartitionId)> = changes
+        .partitions
+        .iter()
+        .map(|(p, _)| (p.to_string(), *p))
+        .collect();
+    let name_of = |p: &PartitionId| -> &str {
+        names
+            .binary_search_by(|(_, q)| (*q).cmp(p))
+            .map(|i| names[i].0.as_str())
+            .unwrap_or_default()
+    };
+    let mut upserts = Vec::new();
+    let mut deletes: Vec<(&str, &[u8])> = Vec::new();
+    for (pid, writes) in &changes.partitions {
+        let pname = name_of(pid);
+        for w in writes {
+            match w.value {
+                Some(v) => upserts.push((
+                    state::partition.eq(pname),
+                    state::key.eq(w.key),
+                    state::value.eq(v),
+                    state::height.eq(to_i64(w.version.height, height, "height")?),
+                    state::idx.eq(w.version.index as i32),
+                )),
+                None => deletes.push((pname, w.key)),
+            }
+        }
+    }
+    // Insert history in its primary-key order (partition, key, index):
+    // consecutive rows then land on neighbouring B-tree pages instead of
+    // random ones, which measured several times faster.
+    let mut versions: Vec<HistoryRow<'_>> = outcomes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| {
+            o.writes
+                .iter()
+                .map(move |w| (&w.partition, w.key.as_slice(), i as i32))
+        })
+        .collect();
+    versions.sort_unstable();
+    let history: Vec<_> = versions
+        .iter()
+        .map(|(p, key, i)| {
+            (
+                key_history::partition.eq(name_of(p)),
+                key_history::key.eq(*key),
+                key_history::height.eq(h),
+                key_history::idx.eq(*i),
+            )
+        })
+        .collect();
+    let root_names: Vec<String> = roots.iter().map(|(p, _, _)| p.to_string()).collect();
+    let root_rows: Vec<_> = roots
+        .iter()
+        .zip(&root_names)
+        .map(|((_, root, rh), name)| {
+            Ok((
+                partition_roots::partition.eq(name.as_str()),
+                partition_roots::root.eq(root.0.to_vec()),
+                partition_roots::height.eq(to_i64(*rh, height, "height")?),
+            ))
+        })
+        .collect::<Result<_, LedgerError>>()?;
+    {
+        for chunk in upserts.chunks(SQL_VARIABLES_MAX / 5) {
+            diesel::replace_into(state::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        for (p, k) in &deletes {
+            diesel::delete(state::table.find((*p, *k))).execute(conn)?;
+        }
+        for chunk in history.chunks(SQL_VARIABLES_MAX / 5) {
+            diesel::insert_into(key_history::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        for chunk in root_rows.chunks(SQL_VARIABLES_MAX / 3) {
+            diesel::replace_into(partition_roots::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        diesel::replace_into(applied::table)
+            .values((
+                applied::id.eq(0),
+                applied::height.eq(h),
+                applied::block_hash.eq(block_hash.0.to_vec()),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
 
 /// The state database.
 pub struct StateStore {
@@ -592,122 +763,29 @@ impl StateStore {
         Ok(state)
     }
 
-    /// Commits one block's effect on the state in one SQLite transaction.
-    pub fn commit(
-        &mut self,
-        height: u64,
-        block_hash: &Hash,
-        outcomes: &[TxOutcome],
-        changes: &BlockChanges<'_>,
-        roots: &[RootRow],
-    ) -> Result<(), LedgerError> {
-        let h = to_i64(height, height, "height")?;
-        let names: Vec<(String, &PartitionId)> = changes
-            .partitions
-            .iter()
-            .map(|(p, _)| (p.to_string(), *p))
-            .collect();
-        let name_of = |p: &PartitionId| -> &str {
-            names
-                .binary_search_by(|(_, q)| (*q).cmp(p))
-                .map(|i| names[i].0.as_str())
-                .unwrap_or_default()
-        };
-        let mut upserts = Vec::new();
-        let mut deletes: Vec<(&str, &[u8])> = Vec::new();
-        for (pid, writes) in &changes.partitions {
-            let pname = name_of(pid);
-            for w in writes {
-                match w.value {
-                    Some(v) => upserts.push((
-                        state::partition.eq(pname),
-                        state::key.eq(w.key),
-                        state::value.eq(v),
-                        state::height.eq(to_i64(w.version.height, height, "height")?),
-                        state::idx.eq(w.version.index as i32),
-                    )),
-                    None => deletes.push((pname, w.key)),
-                }
-            }
-        }
-        // Insert history in its primary-key order (partition, key, index):
-        // consecutive rows then land on neighbouring B-tree pages instead of
-        // random ones, which measured several times faster.
-        let mut versions: Vec<HistoryRow<'_>> = outcomes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, o)| {
-                o.writes
-                    .iter()
-                    .map(move |w| (&w.partition, w.key.as_slice(), i as i32, w.value.as_deref()))
-            })
-            .collect();
-        versions.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        let history: Vec<_> = versions
-            .iter()
-            .map(|(p, key, i, value)| {
-                (
-                    key_history::partition.eq(name_of(p)),
-                    key_history::key.eq(*key),
-                    key_history::height.eq(h),
-                    key_history::idx.eq(*i),
-                    key_history::value.eq(*value),
-                )
-            })
-            .collect();
-        let root_names: Vec<String> = roots.iter().map(|(p, _, _)| p.to_string()).collect();
-        let root_rows: Vec<_> = roots
-            .iter()
-            .zip(&root_names)
-            .map(|((_, root, rh), name)| {
-                Ok((
-                    partition_roots::partition.eq(name.as_str()),
-                    partition_roots::root.eq(root.0.to_vec()),
-                    partition_roots::height.eq(to_i64(*rh, height, "height")?),
-                ))
-            })
-            .collect::<Result<_, LedgerError>>()?;
+    /// Commits blocks' effects on the state, in order, in one SQLite
+    /// transaction (several when the writer has fallen behind).
+    pub fn commit(&mut self, blocks: &[StateBlock<'_>]) -> Result<(), LedgerError> {
         self.conn.immediate_transaction(|conn| {
-            for chunk in upserts.chunks(SQL_VARIABLES_MAX / 5) {
-                diesel::replace_into(state::table)
-                    .values(chunk)
-                    .execute(conn)?;
+            for b in blocks {
+                write_state(conn, b.height, b.hash, b.outcomes, b.changes, b.roots)?;
             }
-            for (p, k) in &deletes {
-                diesel::delete(state::table.find((*p, *k))).execute(conn)?;
-            }
-            for chunk in history.chunks(SQL_VARIABLES_MAX / 5) {
-                diesel::insert_into(key_history::table)
-                    .values(chunk)
-                    .execute(conn)?;
-            }
-            for chunk in root_rows.chunks(SQL_VARIABLES_MAX / 3) {
-                diesel::replace_into(partition_roots::table)
-                    .values(chunk)
-                    .execute(conn)?;
-            }
-            diesel::replace_into(applied::table)
-                .values((
-                    applied::id.eq(0),
-                    applied::height.eq(h),
-                    applied::block_hash.eq(block_hash.0.to_vec()),
-                ))
-                .execute(conn)?;
-            Ok::<_, diesel::result::Error>(())
-        })?;
-        Ok(())
+            Ok(())
+        })
     }
 
-    /// Versions of a key, oldest first, after `after` if given, at most `limit`.
-    pub fn key_history(
+    /// Where a key was written, oldest first, after `after` if given, at
+    /// most `limit` places. The values are in the chain
+    /// ([`ChainStore::values_at`]).
+    pub fn key_versions(
         &mut self,
         partition: &PartitionId,
         key: &[u8],
         after: Option<Version>,
         limit: usize,
-    ) -> Result<Vec<KeyVersion>, LedgerError> {
+    ) -> Result<Vec<Version>, LedgerError> {
         let (ah, ai) = after.map_or((-1i64, -1i32), |v| (v.height as i64, v.index as i32));
-        let rows: Vec<(i64, i32, Option<Vec<u8>>)> = key_history::table
+        let rows: Vec<(i64, i32)> = key_history::table
             .filter(key_history::partition.eq(partition.to_string()))
             .filter(key_history::key.eq(key))
             .filter(
@@ -717,16 +795,13 @@ impl StateStore {
             )
             .order((key_history::height.asc(), key_history::idx.asc()))
             .limit(limit as i64)
-            .select((key_history::height, key_history::idx, key_history::value))
+            .select((key_history::height, key_history::idx))
             .load(&mut self.conn)?;
         rows.into_iter()
-            .map(|(h, i, value)| {
-                Ok(KeyVersion {
-                    version: Version {
-                        height: to_u64(h, 0, "height")?,
-                        index: i as u32,
-                    },
-                    value,
+            .map(|(h, i)| {
+                Ok(Version {
+                    height: to_u64(h, 0, "height")?,
+                    index: i as u32,
                 })
             })
             .collect()

@@ -17,21 +17,27 @@ diesel::table! {
 }
 
 diesel::table! {
-    transactions (height, idx) {
+    tx_chunks (height, chunk) {
+        height -> BigInt,
+        chunk -> Integer,
+        body -> Binary,
+    }
+}
+
+diesel::table! {
+    tx_ids (digest, height, idx) {
+        digest -> Binary,
         height -> BigInt,
         idx -> Integer,
-        tx_id -> Text,
-        domain -> Text,
-        function -> Text,
-        args -> Binary,
-        submitter -> Text,
+    }
+}
+
+diesel::table! {
+    tx_by_org (org, submitter, height, idx) {
         org -> Text,
-        status -> Integer,
-        code -> Nullable<Text>,
-        message -> Text,
-        output -> Binary,
-        events -> Binary,
-        writes -> Binary,
+        submitter -> Text,
+        height -> BigInt,
+        idx -> Integer,
     }
 }
 
@@ -59,7 +65,6 @@ diesel::table! {
         key -> Binary,
         height -> BigInt,
         idx -> Integer,
-        value -> Nullable<Binary>,
     }
 }
 

@@ -17,33 +17,38 @@ CREATE TABLE blocks (
 );
 CREATE INDEX blocks_by_time ON blocks (timestamp_ms);
 
-CREATE TABLE transactions (
+-- A block's transactions with their outcomes, in chunks of consecutive
+-- transactions (see `storage::codec`): a handful of rows per block instead of
+-- one per transaction, and one chunk to read for one transaction.
+CREATE TABLE tx_chunks (
+    height BIGINT NOT NULL,
+    chunk  INTEGER NOT NULL,
+    body   BLOB NOT NULL,
+    PRIMARY KEY (height, chunk)
+) WITHOUT ROWID;
+
+-- Where each transaction id was used, by its 16-byte digest. A duplicate
+-- id (rejected) shares its digest with the first use.
+CREATE TABLE tx_ids (
+    digest BLOB NOT NULL,
+    height BIGINT NOT NULL,
+    idx    INTEGER NOT NULL,
+    PRIMARY KEY (digest, height, idx)
+) WITHOUT ROWID;
+
+-- Audit by organization and submitter (a user belongs to exactly one
+-- organization).
+CREATE TABLE tx_by_org (
+    org       TEXT NOT NULL,
+    submitter TEXT NOT NULL,
     height    BIGINT NOT NULL,
     idx       INTEGER NOT NULL,
-    tx_id     TEXT NOT NULL,
-    domain    TEXT NOT NULL,
-    function  TEXT NOT NULL,
-    args      BLOB NOT NULL,
-    submitter TEXT NOT NULL,
-    org       TEXT NOT NULL,
-    status    INTEGER NOT NULL,
-    code      TEXT,
-    message   TEXT NOT NULL,
-    output    BLOB NOT NULL,
-    events    BLOB NOT NULL,
-    writes    BLOB NOT NULL,
-    PRIMARY KEY (height, idx)
+    PRIMARY KEY (org, submitter, height, idx)
 ) WITHOUT ROWID;
-CREATE INDEX tx_by_id ON transactions (tx_id);
--- Audit by organization, and by submitter (a user belongs to exactly one
--- organization, so a submitter's transactions are found through its
--- organization's entries; a separate submitter index would cost every
--- transaction one more B-tree insert).
-CREATE INDEX tx_by_org ON transactions (org, submitter, height);
 
--- Audit index: the partitions a transaction declared besides its home
--- partition (its own organization's partition of its domain), which the
--- organization index already finds.
+-- Audit by partition: the partitions a transaction declared besides its
+-- home partition (its own organization's partition of its domain), which
+-- `tx_by_org` already finds.
 CREATE TABLE tx_partitions (
     partition TEXT NOT NULL,
     height    BIGINT NOT NULL,

@@ -8,13 +8,13 @@ CREATE TABLE state (
     PRIMARY KEY (partition, key)
 ) WITHOUT ROWID;
 
--- Every version of every key; a NULL value is a deletion.
+-- Where every version of every key was written. The value itself is in the
+-- chain (the transaction's write set), so it is not stored twice.
 CREATE TABLE key_history (
     partition TEXT NOT NULL,
     key       BLOB NOT NULL,
     height    BIGINT NOT NULL,
     idx       INTEGER NOT NULL,
-    value     BLOB,
     PRIMARY KEY (partition, key, height, idx)
 ) WITHOUT ROWID;
 
