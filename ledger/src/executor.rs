@@ -789,6 +789,12 @@ struct SlotValue {
     value: Option<Vec<u8>>,
 }
 
+/// One value per cache line. Transactions that run at the same time are
+/// neighbours in block order, and so are their keys' slots: unpadded, two
+/// threads writing different keys would fight over one line.
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
 /// State shared by the transactions of a batch while it runs. Conflicting
 /// transactions never run at once, so the locks are never contended by a
 /// reader and a writer of the same key: they exist to make sharing safe, not
@@ -796,7 +802,7 @@ struct SlotValue {
 struct Shared<'a> {
     base: &'a State,
     /// Per builder shard, one slot per distinct exact key.
-    slots: Vec<Vec<Mutex<SlotValue>>>,
+    slots: Vec<Vec<CacheLine<Mutex<SlotValue>>>>,
     dynamic: HashMap<&'a PartitionId, Overlay>,
 }
 
@@ -809,7 +815,7 @@ impl<'a> Shared<'a> {
                 .iter()
                 .map(|sh| {
                     (0..sh.slot_keys.len())
-                        .map(|_| Mutex::new(SlotValue::default()))
+                        .map(|_| CacheLine(Mutex::new(SlotValue::default())))
                         .collect()
                 })
                 .collect(),
@@ -822,7 +828,7 @@ impl<'a> Shared<'a> {
     }
 
     fn slot(&self, s: u32) -> &Mutex<SlotValue> {
-        &self.slots[(s >> SHARD_SHIFT) as usize][(s & LOCAL_MASK) as usize]
+        &self.slots[(s >> SHARD_SHIFT) as usize][(s & LOCAL_MASK) as usize].0
     }
 }
 
