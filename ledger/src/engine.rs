@@ -25,7 +25,9 @@ fn roots_of(state: &State, changes: &BlockChanges<'_>, height: u64) -> Vec<RootR
         .filter_map(|(p, _)| state.partition(p).map(|s| ((*p).clone(), s.root, height)))
         .collect()
 }
-use crate::storage::{ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync};
+use crate::storage::{
+    AuditEntry, AuditQuery, ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync,
+};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -539,6 +541,12 @@ impl Engine {
             .progress
             .wait_for(self.height().min(height))?;
         self.chain.header(height)
+    }
+
+    /// Transactions matching an audit query (after waiting for durability).
+    pub fn audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditEntry>, LedgerError> {
+        self.chain_writer.progress.wait_for(self.height())?;
+        self.chain.audit(query)
     }
 
     /// Versions of a key, oldest first. Waits for the state writer first, so

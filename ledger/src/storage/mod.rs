@@ -21,7 +21,9 @@ use crate::block::{BlockHeader, Receipt};
 use crate::error::LedgerError;
 use crate::hash::Hash;
 use crate::merkle;
-use crate::model::{IdDigest, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version};
+use crate::model::{
+    IdDigest, OrgId, PartitionId, Timestamp, Transaction, TxId, TxOutcome, UserId, Version,
+};
 use crate::state::{BlockChanges, Entry, PartitionState, State};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -163,6 +165,34 @@ fn chunk_of(index: u32) -> (i32, usize) {
         (index as usize / CHUNK_LEN) as i32,
         index as usize % CHUNK_LEN,
     )
+}
+
+/// Most entries one audit query returns; page with `after`.
+pub const AUDIT_LIMIT_MAX: usize = 1000;
+
+/// Filters of an audit query; all given filters must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub org: Option<OrgId>,
+    pub submitter: Option<UserId>,
+    /// Transactions that declared this partition.
+    pub partition: Option<PartitionId>,
+    /// Block time bounds, inclusive, in milliseconds.
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    /// Continue after this (height, index).
+    pub after: Option<(u64, u32)>,
+    pub limit: usize,
+}
+
+/// One transaction found by an audit query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub height: u64,
+    pub index: u32,
+    pub timestamp: Timestamp,
+    pub tx: Transaction,
+    pub outcome: TxOutcome,
 }
 
 /// A block ready to be appended.
@@ -518,6 +548,159 @@ impl ChainStore {
             header,
             proof,
         })
+    }
+
+    /// Transactions matching an audit query, in block order.
+    pub fn audit(&mut self, q: &AuditQuery) -> Result<Vec<AuditEntry>, LedgerError> {
+        let limit = q.limit.min(AUDIT_LIMIT_MAX);
+        let (mut from, to) = self.heights_between(q.from_ms, q.to_ms)?;
+        if let Some((h, _)) = q.after {
+            from = from.max(h);
+        }
+        if from > to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (f, t) = (to_i64(from, from, "height")?, to_i64(to, to, "height")?);
+        // Candidate positions from the narrowest index, in block order.
+        // The flag marks positions that declared the queried partition.
+        let mut places: Vec<(i64, i32, bool)> = if let Some(p) = &q.partition {
+            let declared: Vec<(i64, i32)> = tx_partitions::table
+                .filter(tx_partitions::partition.eq(p.to_string()))
+                .filter(tx_partitions::height.between(f, t))
+                .select((tx_partitions::height, tx_partitions::idx))
+                .load(&mut self.conn)?;
+            let home: Vec<(i64, i32)> = tx_by_org::table
+                .filter(tx_by_org::org.eq(p.org.as_str()))
+                .filter(tx_by_org::height.between(f, t))
+                .select((tx_by_org::height, tx_by_org::idx))
+                .load(&mut self.conn)?;
+            let mut v: Vec<(i64, i32, bool)> =
+                declared.into_iter().map(|(h, i)| (h, i, true)).collect();
+            v.extend(home.into_iter().map(|(h, i)| (h, i, false)));
+            v
+        } else if let Some(org) = &q.org {
+            let mut query = tx_by_org::table
+                .filter(tx_by_org::org.eq(org.as_str()))
+                .filter(tx_by_org::height.between(f, t))
+                .select((tx_by_org::height, tx_by_org::idx))
+                .into_boxed();
+            if let Some(u) = &q.submitter {
+                query = query.filter(tx_by_org::submitter.eq(u.as_str()));
+            }
+            let v: Vec<(i64, i32)> = query.load(&mut self.conn)?;
+            v.into_iter().map(|(h, i)| (h, i, false)).collect()
+        } else if let Some(u) = &q.submitter {
+            let v: Vec<(i64, i32)> = tx_by_org::table
+                .filter(tx_by_org::submitter.eq(u.as_str()))
+                .filter(tx_by_org::height.between(f, t))
+                .select((tx_by_org::height, tx_by_org::idx))
+                .load(&mut self.conn)?;
+            v.into_iter().map(|(h, i)| (h, i, false)).collect()
+        } else {
+            let counts: Vec<(i64, i32)> = blocks::table
+                .filter(blocks::height.between(f, t))
+                .order(blocks::height.asc())
+                .select((blocks::height, blocks::tx_count))
+                .load(&mut self.conn)?;
+            counts
+                .into_iter()
+                .flat_map(|(h, n)| (0..n).map(move |i| (h, i, false)))
+                .collect()
+        };
+        // Sorted by position with `declared` last, so that a position listed
+        // twice keeps its `declared` entry.
+        places.sort_unstable();
+        places.dedup_by(|later, kept| {
+            let same = later.0 == kept.0 && later.1 == kept.1;
+            if same {
+                kept.2 |= later.2;
+            }
+            same
+        });
+        let mut out = Vec::new();
+        let mut cached: Option<((u64, i32), Records, Timestamp)> = None;
+        for (h, i, declared) in places {
+            let height = to_u64(h, 0, "height")?;
+            let index = u32::try_from(i).map_err(|_| corrupt(height, "negative index"))?;
+            if q.after.is_some_and(|a| (height, index) <= a) {
+                continue;
+            }
+            let (chunk, offset) = chunk_of(index);
+            if cached.as_ref().map(|(at, _, _)| *at) != Some((height, chunk)) {
+                let body: Vec<u8> = tx_chunks::table
+                    .find((h, chunk))
+                    .select(tx_chunks::body)
+                    .first(&mut self.conn)?;
+                let records = codec::decode_chunk(&body)
+                    .map_err(|e| corrupt(height, format!("chunk {chunk}: {e}")))?;
+                let ts: i64 = blocks::table
+                    .find(h)
+                    .select(blocks::timestamp_ms)
+                    .first(&mut self.conn)?;
+                cached = Some((
+                    (height, chunk),
+                    records,
+                    Timestamp(to_u64(ts, height, "timestamp")?),
+                ));
+            }
+            let Some((_, records, timestamp)) = &cached else {
+                continue;
+            };
+            let Some((tx, outcome)) = records.get(offset) else {
+                return Err(corrupt(
+                    height,
+                    format!("index names missing transaction {index}"),
+                ));
+            };
+            let matches = q.org.as_ref().is_none_or(|o| &tx.org == o)
+                && q.submitter.as_ref().is_none_or(|u| &tx.submitter == u)
+                && q.partition.as_ref().is_none_or(|p| {
+                    // Declared it, or is the partition's own organization's
+                    // activity in its domain (whose rows are not duplicated
+                    // in `tx_partitions`).
+                    declared || (tx.org == p.org && tx.domain == p.domain)
+                });
+            if matches {
+                out.push(AuditEntry {
+                    height,
+                    index,
+                    timestamp: *timestamp,
+                    tx: tx.clone(),
+                    outcome: outcome.clone(),
+                });
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The heights whose blocks fall in `[from_ms, to_ms]` (block time never
+    /// decreases, so they form one range).
+    fn heights_between(
+        &mut self,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+    ) -> Result<(u64, u64), LedgerError> {
+        let tip = self.tip()?.map_or(0, |(h, _)| h.height);
+        let from = match from_ms {
+            None => 1,
+            Some(ms) => blocks::table
+                .filter(blocks::timestamp_ms.ge(to_i64(ms, 0, "time")?))
+                .select(diesel::dsl::min(blocks::height))
+                .first::<Option<i64>>(&mut self.conn)?
+                .map_or(Ok(tip + 1), |h| to_u64(h, 0, "height"))?,
+        };
+        let to = match to_ms {
+            None => tip,
+            Some(ms) => blocks::table
+                .filter(blocks::timestamp_ms.le(to_i64(ms, 0, "time")?))
+                .select(diesel::dsl::max(blocks::height))
+                .first::<Option<i64>>(&mut self.conn)?
+                .map_or(Ok(0), |h| to_u64(h, 0, "height"))?,
+        };
+        Ok((from, to))
     }
 
     /// Runs raw SQL: for tests and tools that must edit the file directly.
