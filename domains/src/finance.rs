@@ -9,9 +9,10 @@
 //! `debits_may_exceed_credits` (an issuer account that mints into others, so
 //! every unit in circulation is matched by an issuer's debit).
 
+use ledger::model::InvalidId;
 use ledger::{
-    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, OrgId,
-    PartitionId, Prepared, Transaction, TxContext,
+    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, FunctionName,
+    OrgId, PartitionId, Prepared, Transaction, TxContext, TxId, UserId,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -88,6 +89,25 @@ impl Account {
             credits_posted: credits,
         })
     }
+}
+
+/// A finance transaction from `submitter` of `org`, with `args` as JSON.
+/// Fails only when an identifier is malformed.
+pub fn transaction(
+    id: &str,
+    org: &str,
+    submitter: &str,
+    function: &str,
+    args: &serde_json::Value,
+) -> Result<Transaction, InvalidId> {
+    Ok(Transaction::new(
+        TxId::new(id)?,
+        FINANCE,
+        FunctionName::new(function)?,
+        args,
+        UserId::new(submitter)?,
+        OrgId::new(org)?,
+    ))
 }
 
 /// `acct/{account}`.

@@ -9,10 +9,7 @@ use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
 use ledger::executor::{Executed, IdSet};
 use ledger::Hash;
-use ledger::{
-    BlockInfo, DomainId, Executor, FunctionName, Limits, OrgId, State, Timestamp, Transaction,
-    TxId, TxStatus, UserId,
-};
+use ledger::{BlockInfo, Executor, Limits, State, Timestamp, Transaction, TxStatus};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -80,14 +77,10 @@ fn make_tx(
     function: &str,
     args: serde_json::Value,
 ) -> anyhow::Result<Transaction> {
-    Ok(Transaction::new(
-        TxId::new(&id)?,
-        DomainId::new(domains::finance::DOMAIN)?,
-        FunctionName::new(function)?,
-        &args,
-        UserId::new(&format!("bench@{org}"))?,
-        OrgId::new(org)?,
-    ))
+    let submitter = format!("bench@{org}");
+    Ok(domains::finance::transaction(
+        &id, org, &submitter, function, &args,
+    )?)
 }
 
 fn transfer(

@@ -2,7 +2,7 @@
 //! issuer account) and an operating account funded from it.
 
 use crate::node::Submitter;
-use ledger::{DomainId, FunctionName, OrgId, Transaction, TxId, UserId};
+use ledger::Transaction;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,14 +20,10 @@ fn tx(
     function: &str,
     args: serde_json::Value,
 ) -> anyhow::Result<Transaction> {
-    Ok(Transaction::new(
-        TxId::new(&id)?,
-        DomainId::new(domains::finance::DOMAIN)?,
-        FunctionName::new(function)?,
-        &args,
-        UserId::new(&format!("admin@{org}"))?,
-        OrgId::new(org)?,
-    ))
+    let submitter = format!("admin@{org}");
+    Ok(domains::finance::transaction(
+        &id, org, &submitter, function, &args,
+    )?)
 }
 
 /// Opens and funds the demo accounts and waits until each is committed.

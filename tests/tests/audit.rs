@@ -3,21 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
 use ledger::storage::{AuditEntry, AuditQuery};
-use ledger::{DomainId, FunctionName, OrgId, PartitionId, Timestamp, Transaction, TxId, UserId};
+use ledger::{OrgId, PartitionId, Transaction, UserId};
 use serde_json::json;
 
 fn tx(id: String, org: &str, user: &str, function: &str, args: serde_json::Value) -> Transaction {
-    Transaction::new(
-        TxId::new(&id).unwrap(),
-        DomainId::new("finance").unwrap(),
-        FunctionName::new(function).unwrap(),
-        &args,
-        UserId::new(&format!("{user}@{org}")).unwrap(),
-        OrgId::new(org).unwrap(),
-    )
+    domains::finance::transaction(&id, org, &format!("{user}@{org}"), function, &args).unwrap()
 }
 
 const ORGS: [&str; 3] = ["o1", "o2", "o3"];
@@ -60,16 +52,7 @@ fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
     for txs in blocks {
         let h = engine.height() + 1;
         all.extend(txs.iter().cloned().map(|t| (h, t)));
-        engine
-            .apply(OrderedBatch {
-                txs,
-                timestamp: Timestamp(1_000 * h),
-                proposer: 1,
-                raft_term: 0,
-                raft_index: h,
-                parent: engine.tip().map(|(hd, hash)| (hd.height, *hash)),
-            })
-            .unwrap();
+        parledger_tests::apply_next(engine, txs, 1_000).unwrap();
     }
     all
 }

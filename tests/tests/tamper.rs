@@ -5,25 +5,15 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
 use ledger::storage::{codec, ChainStore};
 use ledger::verify::{verify_data_dir, VerifyError};
-use ledger::{
-    Code, DomainId, FunctionName, OrgId, Timestamp, Transaction, TxId, TxOutcome, UserId,
-};
+use ledger::{Code, Timestamp, Transaction, TxOutcome};
 use serde_json::json;
 use std::path::Path;
 
 fn tx(id: String, org: &str, function: &str, args: serde_json::Value) -> Transaction {
-    Transaction::new(
-        TxId::new(&id).unwrap(),
-        DomainId::new("finance").unwrap(),
-        FunctionName::new(function).unwrap(),
-        &args,
-        UserId::new("tamper@test").unwrap(),
-        OrgId::new(org).unwrap(),
-    )
+    domains::finance::transaction(&id, org, "tamper@test", function, &args).unwrap()
 }
 
 /// A ledger of five blocks: accounts in two organizations, then transfers.
@@ -70,17 +60,7 @@ fn build(dir: &Path) {
         );
     }
     for txs in blocks {
-        let h = engine.height() + 1;
-        engine
-            .apply(OrderedBatch {
-                txs,
-                timestamp: Timestamp(1_000 * h),
-                proposer: 1,
-                raft_term: 0,
-                raft_index: h,
-                parent: engine.tip().map(|(hd, hash)| (hd.height, *hash)),
-            })
-            .unwrap();
+        parledger_tests::apply_next(&mut engine, txs, 1_000).unwrap();
     }
     engine.flush().unwrap();
 }

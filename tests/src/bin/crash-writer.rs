@@ -4,9 +4,8 @@
 
 #![allow(clippy::print_stdout)]
 
-use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
-use ledger::{DomainId, FunctionName, OrgId, Timestamp, Transaction, TxId, UserId};
+use ledger::Transaction;
 use serde_json::json;
 use std::io::Write;
 
@@ -16,14 +15,13 @@ fn tx(
     function: &str,
     args: serde_json::Value,
 ) -> anyhow::Result<Transaction> {
-    Ok(Transaction::new(
-        TxId::new(&id)?,
-        DomainId::new("finance")?,
-        FunctionName::new(function)?,
+    Ok(domains::finance::transaction(
+        &id,
+        org,
+        "crash@test",
+        function,
         &args,
-        UserId::new("crash@test")?,
-        OrgId::new(org)?,
-    ))
+    )?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,14 +74,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<_>>()?
         };
-        let block = engine.apply(OrderedBatch {
-            txs,
-            timestamp: Timestamp(1_700_000_000_000 + h),
-            proposer: 1,
-            raft_term: 0,
-            raft_index: h,
-            parent: engine.tip().map(|(hd, hash)| (hd.height, *hash)),
-        })?;
+        let block = parledger_tests::apply_next(&mut engine, txs, 1_000)?;
         // Acknowledge only what is durable.
         engine.durability().wait_for(block.header.height)?;
         writeln!(out, "{} {}", block.header.height, block.hash)?;
