@@ -106,14 +106,26 @@ pub struct Executed {
     pub partitions: Vec<Vec<PartitionId>>,
 }
 
-fn executed(outcomes: Vec<TxOutcome>, admitted: Vec<Admitted>, digests: Vec<IdDigest>) -> Executed {
+fn executed(
+    outcomes: Vec<TxOutcome>,
+    admitted: Vec<Admitted>,
+    digests: Vec<IdDigest>,
+    pool: Option<&rayon::ThreadPool>,
+) -> Executed {
     use rayon::prelude::*;
-    // In parallel: this also frees every prepared call, which is not free.
-    let partitions = admitted
-        .into_par_iter()
-        .with_min_len(256)
-        .map(|a| a.map(|r| r.partitions).unwrap_or_default())
-        .collect();
+    let partitions_of = |a: Admitted| a.map(|r| r.partitions).unwrap_or_default();
+    // This also frees every prepared call, which is not free: in parallel
+    // on the executor's pool when there is one.
+    let partitions = match pool {
+        Some(pool) => pool.install(|| {
+            admitted
+                .into_par_iter()
+                .with_min_len(256)
+                .map(partitions_of)
+                .collect()
+        }),
+        None => admitted.into_iter().map(partitions_of).collect(),
+    };
     Executed {
         outcomes,
         digests,
@@ -157,7 +169,7 @@ impl Executor {
             .unzip();
         reject_duplicates(known, txs, &digests, &mut admitted);
         let outcomes = self.run_sequential(state, block, txs, &admitted);
-        executed(outcomes, admitted, digests)
+        executed(outcomes, admitted, digests, None)
     }
 
     /// Parallel execution on `pool`; always equal to [`Self::execute_sequential`].
@@ -176,7 +188,11 @@ impl Executor {
                 .map(|tx| (tx.id.digest(), self.admit(tx)))
                 .unzip()
         });
-        reject_duplicates(known, txs, &digests, &mut admitted);
+        let duplicates =
+            pool.install(|| duplicates_sharded(known, &digests, pool.current_num_threads()));
+        for i in duplicates {
+            admitted[i] = Err(duplicate(&txs[i]));
+        }
         let outcomes = if pool.current_num_threads() == 1 {
             self.run_sequential(state, block, txs, &admitted)
         } else {
@@ -188,7 +204,7 @@ impl Executor {
                 self.run_parallel(pool, state, block, txs, &admitted, graph)
             }
         };
-        executed(outcomes, admitted, digests)
+        executed(outcomes, admitted, digests, Some(pool))
     }
 
     fn admit(&self, tx: &Transaction) -> Admitted {
@@ -370,12 +386,42 @@ fn reject_duplicates(
     let mut seen: IdSet = HashSet::with_capacity_and_hasher(txs.len(), PassThroughState::default());
     for ((tx, &digest), adm) in txs.iter().zip(digests).zip(admitted.iter_mut()) {
         if !seen.insert(digest) || known.contains(digest) {
-            *adm = Err(Rejection::new(
-                codes::DUPLICATE_TX_ID,
-                format!("transaction id {} was already used", tx.id),
-            ));
+            *adm = Err(duplicate(tx));
         }
     }
+}
+
+fn duplicate(tx: &Transaction) -> Rejection {
+    Rejection::new(
+        codes::DUPLICATE_TX_ID,
+        format!("transaction id {} was already used", tx.id),
+    )
+}
+
+/// The same decisions as [`reject_duplicates`], in parallel: equal digests
+/// fall in the same shard, and each shard walks the batch in block order, so
+/// the first occurrence still wins. Returns the duplicates' positions, sorted.
+fn duplicates_sharded(known: &dyn KnownIds, digests: &[IdDigest], shards: usize) -> Vec<usize> {
+    use rayon::prelude::*;
+    let shards = shards.max(1);
+    let mut found: Vec<usize> = (0..shards)
+        .into_par_iter()
+        .flat_map_iter(|k| {
+            let mut seen: IdSet = HashSet::with_capacity_and_hasher(
+                digests.len() / shards + 16,
+                PassThroughState::default(),
+            );
+            digests
+                .iter()
+                .enumerate()
+                .filter(move |(_, d)| (d.0 % shards as u128) as usize == k)
+                .filter(move |(_, &d)| !seen.insert(d) || known.contains(d))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 /// Sequential view: the state before the batch plus the batch's writes so far.
