@@ -17,14 +17,6 @@ use crate::merkle;
 use crate::model::{Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version};
 use crate::state::{BlockChanges, State};
 
-/// The new roots of the partitions a block changed.
-fn roots_of(state: &State, changes: &BlockChanges<'_>, height: u64) -> Vec<RootRow> {
-    changes
-        .partitions
-        .iter()
-        .filter_map(|(p, _)| state.partition(p).map(|s| ((*p).clone(), s.root, height)))
-        .collect()
-}
 use crate::storage::{
     AuditEntry, AuditQuery, ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync,
 };
@@ -562,6 +554,15 @@ impl Engine {
         let versions = self.reader.key_versions(partition, key, after, limit)?;
         self.chain.values_at(partition, key, &versions)
     }
+}
+
+/// The new roots of the partitions a block changed.
+fn roots_of(state: &State, changes: &BlockChanges<'_>, height: u64) -> Vec<RootRow> {
+    changes
+        .partitions
+        .iter()
+        .filter_map(|(p, _)| state.partition(p).map(|s| ((*p).clone(), s.root, height)))
+        .collect()
 }
 
 /// Applies block `height`'s stored write sets to `state` and the state
