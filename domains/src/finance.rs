@@ -234,17 +234,22 @@ struct TransferCall {
 }
 
 fn load(ctx: &mut TxContext<'_>, side: &Side) -> Result<Account, ChaincodeError> {
-    let (partition, key, name) = (&side.partition, &side.key, side.name());
-    let raw = ctx.get(partition, key)?.ok_or_else(|| {
+    // Names are formatted only on the error paths: this runs for every
+    // transfer.
+    let raw = ctx.get(&side.partition, &side.key)?.ok_or_else(|| {
         err(
             errors::ACCOUNT_NOT_FOUND,
-            format!("no account {name} in {partition}"),
+            format!("no account {} in {}", side.name(), side.partition),
         )
     })?;
     Account::decode(&raw).ok_or_else(|| {
         err(
             codes::CHAINCODE_FAULT,
-            format!("account {name} in {partition} is not in a known format"),
+            format!(
+                "account {} in {} is not in a known format",
+                side.name(),
+                side.partition
+            ),
         )
     })
 }

@@ -183,10 +183,14 @@ impl Executor {
     ) -> Executed {
         let (digests, mut admitted): (Vec<IdDigest>, Vec<Admitted>) = pool.install(|| {
             use rayon::prelude::*;
+            // Indexed collection writes each result in place (an unzip would
+            // gather per-thread lists and copy them).
+            let mut pairs = Vec::with_capacity(txs.len());
             txs.par_iter()
                 .with_min_len(64)
                 .map(|tx| (tx.id.digest(), self.admit(tx)))
-                .unzip()
+                .collect_into_vec(&mut pairs);
+            pairs.into_iter().unzip()
         });
         let duplicates =
             pool.install(|| duplicates_sharded(known, &digests, pool.current_num_threads()));
