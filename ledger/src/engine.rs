@@ -50,8 +50,8 @@ impl EngineConfig {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             chain_sync: Sync::Full,
             state_sync: Sync::Normal,
-            state_queue_len_max: 4,
-            chain_queue_len_max: 2,
+            state_queue_len_max: 8,
+            chain_queue_len_max: 4,
         }
     }
 }

@@ -24,11 +24,12 @@ use crate::merkle;
 use crate::model::{
     IdDigest, OrgId, PartitionId, Timestamp, Transaction, TxId, TxOutcome, UserId, Version,
 };
-use crate::state::{BlockChanges, Entry, PartitionState, State};
+use crate::state::{BlockChanges, Entry, NetWrite, PartitionState, State};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use schema::*;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const CHAIN_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/chain");
@@ -727,8 +728,8 @@ pub struct KeyVersion {
     pub value: Option<Vec<u8>>,
 }
 
-/// One write as a history row: partition, key, index in block.
-type HistoryRow<'a> = (&'a PartitionId, &'a [u8], i32);
+/// One write as a history row: partition, key, height, index in block.
+type HistoryRow<'a> = (&'a PartitionId, &'a [u8], i64, i32);
 
 /// One block's effect on the state, for [`StateStore::commit`].
 #[derive(Debug)]
@@ -740,106 +741,106 @@ pub struct StateBlock<'a> {
     pub roots: &'a [RootRow],
 }
 
-fn write_state(
-    conn: &mut SqliteConnection,
-    height: u64,
-    block_hash: &Hash,
-    outcomes: &[TxOutcome],
-    changes: &BlockChanges<'_>,
-    roots: &[RootRow],
-) -> Result<(), LedgerError> {
-    let h = to_i64(height, height, "height")?;
-    let names: Vec<(String, &PartitionId)> = changes
-        .partitions
-        .iter()
-        .map(|(p, _)| (p.to_string(), *p))
-        .collect();
-    let name_of = |p: &PartitionId| -> &str {
-        names
-            .binary_search_by(|(_, q)| (*q).cmp(p))
-            .map(|i| names[i].0.as_str())
-            .unwrap_or_default()
+/// Writes a group of consecutive blocks' effects on the state. State rows
+/// are written once per key for the whole group (the last write wins), which
+/// is what makes grouping pay when the writer has fallen behind; history
+/// keeps every version.
+fn write_state(conn: &mut SqliteConnection, blocks: &[StateBlock<'_>]) -> Result<(), LedgerError> {
+    let Some(last) = blocks.last() else {
+        return Ok(());
     };
-    let mut upserts = Vec::new();
-    let mut deletes: Vec<(&str, &[u8])> = Vec::new();
-    for (pid, writes) in &changes.partitions {
-        let pname = name_of(pid);
-        for w in writes {
-            match w.value {
-                Some(v) => upserts.push((
-                    state::partition.eq(pname),
-                    state::key.eq(w.key),
-                    state::value.eq(v),
-                    state::height.eq(to_i64(w.version.height, height, "height")?),
-                    state::idx.eq(w.version.index as i32),
-                )),
-                None => deletes.push((pname, w.key)),
+    let mut net: BTreeMap<(&PartitionId, &[u8]), &NetWrite<'_>> = BTreeMap::new();
+    let mut roots: BTreeMap<&PartitionId, (&Hash, u64)> = BTreeMap::new();
+    for b in blocks {
+        for (pid, writes) in &b.changes.partitions {
+            for w in writes {
+                net.insert((*pid, w.key), w);
             }
         }
+        for (pid, root, h) in b.roots {
+            roots.insert(pid, (root, *h));
+        }
     }
-    // Insert history in its primary-key order (partition, key, index):
+    let mut names: BTreeMap<&PartitionId, String> = BTreeMap::new();
+    for pid in net.keys().map(|(p, _)| *p).chain(roots.keys().copied()) {
+        names.entry(pid).or_insert_with(|| pid.to_string());
+    }
+    let name_of = |p: &PartitionId| names.get(p).map_or("", String::as_str);
+    let mut upserts = Vec::with_capacity(net.len());
+    let mut deletes: Vec<(&str, &[u8])> = Vec::new();
+    for ((pid, key), w) in &net {
+        match w.value {
+            Some(v) => upserts.push((
+                state::partition.eq(name_of(pid)),
+                state::key.eq(*key),
+                state::value.eq(v),
+                state::height.eq(to_i64(w.version.height, last.height, "height")?),
+                state::idx.eq(w.version.index as i32),
+            )),
+            None => deletes.push((name_of(pid), *key)),
+        }
+    }
+    // History in its primary-key order (partition, key, height, index):
     // consecutive rows then land on neighbouring B-tree pages instead of
     // random ones, which measured several times faster.
-    let mut versions: Vec<HistoryRow<'_>> = outcomes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, o)| {
-            o.writes
-                .iter()
-                .map(move |w| (&w.partition, w.key.as_slice(), i as i32))
-        })
-        .collect();
+    let mut versions: Vec<HistoryRow<'_>> = Vec::new();
+    for b in blocks {
+        let h = to_i64(b.height, b.height, "height")?;
+        for (i, o) in b.outcomes.iter().enumerate() {
+            versions.extend(
+                o.writes
+                    .iter()
+                    .map(|w| (&w.partition, w.key.as_slice(), h, i as i32)),
+            );
+        }
+    }
     versions.sort_unstable();
     let history: Vec<_> = versions
         .iter()
-        .map(|(p, key, i)| {
+        .map(|(p, key, h, i)| {
             (
                 key_history::partition.eq(name_of(p)),
                 key_history::key.eq(*key),
-                key_history::height.eq(h),
+                key_history::height.eq(*h),
                 key_history::idx.eq(*i),
             )
         })
         .collect();
-    let root_names: Vec<String> = roots.iter().map(|(p, _, _)| p.to_string()).collect();
     let root_rows: Vec<_> = roots
         .iter()
-        .zip(&root_names)
-        .map(|((_, root, rh), name)| {
+        .map(|(pid, (root, rh))| {
             Ok((
-                partition_roots::partition.eq(name.as_str()),
+                partition_roots::partition.eq(name_of(pid)),
                 partition_roots::root.eq(root.0.to_vec()),
-                partition_roots::height.eq(to_i64(*rh, height, "height")?),
+                partition_roots::height.eq(to_i64(*rh, last.height, "height")?),
             ))
         })
         .collect::<Result<_, LedgerError>>()?;
-    {
-        for chunk in upserts.chunks(SQL_VARIABLES_MAX / 5) {
-            diesel::replace_into(state::table)
-                .values(chunk)
-                .execute(conn)?;
-        }
-        for (p, k) in &deletes {
-            diesel::delete(state::table.find((*p, *k))).execute(conn)?;
-        }
-        for chunk in history.chunks(SQL_VARIABLES_MAX / 5) {
-            diesel::insert_into(key_history::table)
-                .values(chunk)
-                .execute(conn)?;
-        }
-        for chunk in root_rows.chunks(SQL_VARIABLES_MAX / 3) {
-            diesel::replace_into(partition_roots::table)
-                .values(chunk)
-                .execute(conn)?;
-        }
-        diesel::replace_into(applied::table)
-            .values((
-                applied::id.eq(0),
-                applied::height.eq(h),
-                applied::block_hash.eq(block_hash.0.to_vec()),
-            ))
+    for chunk in upserts.chunks(SQL_VARIABLES_MAX / 5) {
+        diesel::replace_into(state::table)
+            .values(chunk)
             .execute(conn)?;
     }
+    for (p, k) in &deletes {
+        diesel::delete(state::table.find((*p, *k))).execute(conn)?;
+    }
+    for chunk in history.chunks(SQL_VARIABLES_MAX / 4) {
+        diesel::insert_into(key_history::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    for chunk in root_rows.chunks(SQL_VARIABLES_MAX / 3) {
+        diesel::replace_into(partition_roots::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    diesel::replace_into(applied::table)
+        .values((
+            applied::id.eq(0),
+            applied::height.eq(to_i64(last.height, last.height, "height")?),
+            applied::block_hash.eq(last.hash.0.to_vec()),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
@@ -949,12 +950,8 @@ impl StateStore {
     /// Commits blocks' effects on the state, in order, in one SQLite
     /// transaction (several when the writer has fallen behind).
     pub fn commit(&mut self, blocks: &[StateBlock<'_>]) -> Result<(), LedgerError> {
-        self.conn.immediate_transaction(|conn| {
-            for b in blocks {
-                write_state(conn, b.height, b.hash, b.outcomes, b.changes, b.roots)?;
-            }
-            Ok(())
-        })
+        self.conn
+            .immediate_transaction(|conn| write_state(conn, blocks))
     }
 
     /// Where a key was written, oldest first, after `after` if given, at
