@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// Parledger: a permissioned ledger for consortia.
 #[derive(Debug, Parser)]
-#[command(name = "parledger", version, about, long_about = None)]
+#[command(name = "parledger", version, long_about = None)]
 pub struct Cli {
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, global = true, env = "PARLEDGER_LOG_JSON")]

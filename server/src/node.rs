@@ -140,7 +140,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         if args.demo {
             println!("  demo consortium: {}", demo::ORGS.join(", "));
-            println!("  demo logins: none yet; sign-in arrives with the authenticated REST API (issue 5)");
+            println!("  demo logins: none (this build has no sign-in yet: only health and status are served, on loopback)");
         }
     }
     let served = http::run(args.listen, status, submitter);
