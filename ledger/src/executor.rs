@@ -64,6 +64,9 @@ pub struct Executor {
 /// sequentially: waiting on each other would cost more than it saves.
 const PARALLELISM_MIN: f64 = 1.25;
 
+/// Transactions at the head of a batch whose graph predicts a serial batch.
+const SAMPLE_LEN: usize = 256;
+
 /// An admitted call, with the hash of each declared access (computed during
 /// parallel admission so that scheduling does not hash anything).
 struct Ready {
@@ -197,18 +200,28 @@ impl Executor {
         for i in duplicates {
             admitted[i] = Err(duplicate(&txs[i]));
         }
-        let outcomes = if pool.current_num_threads() == 1 {
+        let outcomes = if pool.current_num_threads() == 1 || self.looks_serial(&admitted) {
             self.run_sequential(state, block, txs, &admitted)
         } else {
             let graph = pool.install(|| Graph::build(&admitted, pool.current_num_threads()));
-            let parallelism = graph.admitted as f64 / graph.critical_path.max(1) as f64;
-            if self.sequential_fallback && parallelism < PARALLELISM_MIN {
+            if self.sequential_fallback && graph.parallelism() < PARALLELISM_MIN {
                 self.run_sequential(state, block, txs, &admitted)
             } else {
                 self.run_parallel(pool, state, block, txs, &admitted, graph)
             }
         };
         executed(outcomes, admitted, digests, Some(pool))
+    }
+
+    /// Whether the head of the batch already leaves no parallelism: then the
+    /// whole batch almost surely runs as a chain, and building its full graph
+    /// would be wasted. Deciding on a sample only chooses between two paths
+    /// that give the same result.
+    fn looks_serial(&self, admitted: &[Admitted]) -> bool {
+        if !self.sequential_fallback || admitted.len() < SAMPLE_LEN * 4 {
+            return false;
+        }
+        Graph::build(&admitted[..SAMPLE_LEN], 1).parallelism() < PARALLELISM_MIN
     }
 
     fn admit(&self, tx: &Transaction) -> Admitted {
@@ -690,6 +703,11 @@ impl<'a> Graph<'a> {
             admitted: count,
             critical_path,
         }
+    }
+
+    /// Transactions per step of the longest dependency chain.
+    fn parallelism(&self) -> f64 {
+        self.admitted as f64 / self.critical_path.max(1) as f64
     }
 
     fn successors(&self, i: usize) -> &[u32] {
