@@ -14,9 +14,9 @@
 //! [`Executor::execute_sequential`] is the plain reference: one transaction
 //! after another. Property tests hold the two equal.
 
-use crate::chaincode::KeyValues;
 use crate::chaincode::{
-    Access, BlockInfo, ChaincodeError, Mode, Prepared, ReadView, Registry, Slot, Target, TxContext,
+    Access, BlockInfo, ChaincodeError, KeyValues, Mode, Prepared, ReadView, Registry, Slot, Target,
+    TxContext,
 };
 use crate::error::{codes, Code};
 use crate::model::{IdDigest, Limits, PartitionId, Transaction, TxOutcome, TxStatus};
