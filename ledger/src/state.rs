@@ -53,6 +53,37 @@ impl BlockChanges<'_> {
     }
 }
 
+/// Transactions grouped by one task of [`State::changes_of`].
+const GROUP_RUN_LEN: usize = 1024;
+
+/// One partition's writes within a run of transactions, in block order.
+type Group<'a> = (&'a PartitionId, Vec<NetWrite<'a>>);
+
+/// Groups the writes of `outcomes` (starting at block index `first`) by
+/// partition, keeping block order.
+fn group(height: u64, first: usize, outcomes: &[TxOutcome]) -> Vec<Group<'_>> {
+    let mut index: HashMap<&PartitionId, usize, FastState> = HashMap::default();
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let version = Version {
+            height,
+            index: (first + i) as u32,
+        };
+        for w in &outcome.writes {
+            let g = *index.entry(&w.partition).or_insert_with(|| {
+                groups.push((&w.partition, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(NetWrite {
+                key: &w.key,
+                value: w.value.as_deref(),
+                version,
+            });
+        }
+    }
+    groups
+}
+
 /// All partitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
@@ -96,40 +127,38 @@ impl State {
     /// order. Grouping is one pass; sorting each partition runs in parallel.
     pub fn changes_of(height: u64, outcomes: &[TxOutcome]) -> BlockChanges<'_> {
         use rayon::prelude::*;
-        // Group by partition with a hash index (few partitions, many writes),
-        // then put the groups in partition order.
-        let mut index: HashMap<&PartitionId, usize, FastState> = HashMap::default();
-        let mut partitions: Vec<(&PartitionId, Vec<NetWrite<'_>>)> = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let version = Version {
-                height,
-                index: i as u32,
-            };
-            for w in &outcome.writes {
-                let g = *index.entry(&w.partition).or_insert_with(|| {
-                    partitions.push((&w.partition, Vec::new()));
-                    partitions.len() - 1
-                });
-                partitions[g].1.push(NetWrite {
-                    key: &w.key,
-                    value: w.value.as_deref(),
-                    version,
-                });
-            }
-        }
-        partitions.sort_by(|a, b| a.0.cmp(b.0));
-        partitions.par_iter_mut().for_each(|(_, writes)| {
-            // Stable: equal keys stay in block order, so the last one wins.
-            writes.sort_by(|a, b| a.key.cmp(b.key));
-            let mut net: Vec<NetWrite<'_>> = Vec::with_capacity(writes.len());
-            for w in writes.drain(..) {
-                match net.last_mut() {
-                    Some(last) if last.key == w.key => *last = w,
-                    _ => net.push(w),
+        // Group by partition in parallel over runs of consecutive
+        // transactions, then concatenate each partition's groups in run
+        // order: block order is kept within every partition.
+        let runs: Vec<Vec<Group<'_>>> = outcomes
+            .par_chunks(GROUP_RUN_LEN)
+            .enumerate()
+            .map(|(run, chunk)| group(height, run * GROUP_RUN_LEN, chunk))
+            .collect();
+        let mut pids: Vec<&PartitionId> = runs.iter().flatten().map(|(p, _)| *p).collect();
+        pids.sort();
+        pids.dedup();
+        let mut partitions: Vec<(&PartitionId, Vec<NetWrite<'_>>)> = pids
+            .into_par_iter()
+            .map(|pid| {
+                let mut writes: Vec<NetWrite<'_>> = runs
+                    .iter()
+                    .flat_map(|groups| groups.iter().filter(|(p, _)| *p == pid))
+                    .flat_map(|(_, w)| w.iter().copied())
+                    .collect();
+                // Stable: equal keys stay in block order, so the last wins.
+                writes.sort_by(|a, b| a.key.cmp(b.key));
+                let mut net: Vec<NetWrite<'_>> = Vec::with_capacity(writes.len());
+                for w in writes {
+                    match net.last_mut() {
+                        Some(last) if last.key == w.key => *last = w,
+                        _ => net.push(w),
+                    }
                 }
-            }
-            *writes = net;
-        });
+                (pid, net)
+            })
+            .collect();
+        partitions.sort_by(|a, b| a.0.cmp(b.0));
         BlockChanges { partitions }
     }
 
