@@ -136,8 +136,9 @@ impl Footprint {
 
     /// Index of the exact key declaration, used by the executor's fast path.
     pub(crate) fn key_index(&self, partition: &PartitionId, key: &[u8]) -> Option<usize> {
+        // Keys differ more often than partitions: compare them first.
         self.accesses.iter().position(|a| {
-            &a.partition == partition && matches!(&a.target, Target::Key(k) if k.as_slice() == key)
+            matches!(&a.target, Target::Key(k) if k.as_slice() == key) && &a.partition == partition
         })
     }
 }
