@@ -14,7 +14,9 @@ use crate::hash::Hash;
 use crate::merkle;
 use crate::model::{tx_leaf, PartitionId, TxOutcome};
 use crate::state::State;
-use crate::storage::{ChainStore, StateStore, Sync, CHAIN_FILE};
+use crate::storage::{
+    ChainStore, HistoryIndexRow, IdIndexRow, OrgIndexRow, StateStore, Sync, CHAIN_FILE,
+};
 use serde::Serialize;
 use std::path::Path;
 
@@ -45,6 +47,12 @@ pub enum VerifyError {
         partition: PartitionId,
         detail: String,
     },
+    #[error("index {table} is bad at block {height}: {detail}")]
+    Index {
+        table: &'static str,
+        height: u64,
+        detail: String,
+    },
     #[error("no ledger at {0}")]
     Missing(String),
     #[error(transparent)]
@@ -55,7 +63,7 @@ impl VerifyError {
     /// The first bad block, when the failure is in the chain itself.
     pub fn height(&self) -> Option<u64> {
         match self {
-            VerifyError::Block { height, .. } => Some(*height),
+            VerifyError::Block { height, .. } | VerifyError::Index { height, .. } => Some(*height),
             VerifyError::Storage(LedgerError::Corrupt { height, .. }) => Some(*height),
             _ => None,
         }
@@ -91,6 +99,9 @@ pub fn verify_data_dir(
     let mut at_applied = (applied == 0).then(State::new);
     let mut prev: Option<(BlockHeader, Hash)> = None;
     let mut transactions = 0u64;
+    let mut ids: Vec<IdIndexRow> = Vec::new();
+    let mut orgs: Vec<OrgIndexRow> = Vec::new();
+    let mut history: Vec<HistoryIndexRow> = Vec::new();
 
     let mut from = 1;
     while from <= tip {
@@ -170,6 +181,18 @@ pub fn verify_data_dir(
                     "stored proof leaves differ from the transactions",
                 ));
             }
+            for (i, (tx, o)) in txs.iter().enumerate() {
+                let i = i as u32;
+                ids.push((tx.id.digest().0.to_be_bytes().to_vec(), height, i));
+                orgs.push((tx.org.to_string(), tx.submitter.to_string(), height, i));
+                if height <= applied {
+                    history.extend(
+                        o.writes
+                            .iter()
+                            .map(|w| (w.partition.to_string(), w.key.clone(), height, i)),
+                    );
+                }
+            }
             let outcomes: Vec<TxOutcome> = txs.into_iter().map(|(_, o)| o).collect();
             let root = state.apply(height, &State::changes_of(height, &outcomes));
             if root != header.state_root {
@@ -198,6 +221,17 @@ pub fn verify_data_dir(
         )
     })?;
     compare_states(&expected, &stored)?;
+    // The indexes that answer receipts, audit queries and key history must
+    // say exactly what the chain says: a deleted index row would hide a
+    // transaction from an auditor without touching a block.
+    let (stored_ids, stored_orgs) = chain.index_rows(tip)?;
+    ids.sort_unstable();
+    orgs.sort_unstable();
+    history.sort_unstable();
+    compare_index("tx_ids", &ids, &stored_ids, |r| r.1)?;
+    compare_index("tx_by_org", &orgs, &stored_orgs, |r| r.2)?;
+    let stored_history = store.history_rows(applied)?;
+    compare_index("key_history", &history, &stored_history, |r| r.2)?;
     Ok(VerifyReport {
         blocks: tip,
         transactions,
@@ -206,6 +240,44 @@ pub fn verify_data_dir(
         tip_hash: prev.as_ref().map(|(_, h)| *h),
         state_root: prev.as_ref().map(|(h, _)| h.state_root),
     })
+}
+
+/// Compares an index rebuilt from the chain with the stored one (both
+/// sorted) and names the first difference with its block.
+fn compare_index<T: Ord + std::fmt::Debug>(
+    table: &'static str,
+    expected: &[T],
+    stored: &[T],
+    height_of: impl Fn(&T) -> u64,
+) -> Result<(), VerifyError> {
+    let mut e = expected.iter().peekable();
+    let mut s = stored.iter().peekable();
+    loop {
+        let missing = match (e.peek(), s.peek()) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) if a == b => {
+                e.next();
+                s.next();
+                continue;
+            }
+            (Some(a), None) => Some(*a),
+            (Some(a), Some(b)) if a < b => Some(*a),
+            (_, Some(b)) => {
+                return Err(VerifyError::Index {
+                    table,
+                    height: height_of(b),
+                    detail: format!("row {b:?} matches no transaction"),
+                })
+            }
+        };
+        if let Some(a) = missing {
+            return Err(VerifyError::Index {
+                table,
+                height: height_of(a),
+                detail: format!("row {a:?} is missing"),
+            });
+        }
+    }
 }
 
 fn show_key(key: &[u8]) -> String {

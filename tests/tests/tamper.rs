@@ -210,3 +210,54 @@ fn an_inserted_state_row_is_caught() {
     );
     assert!(matches!(e, VerifyError::State { .. }), "{e}");
 }
+
+#[test]
+fn a_deleted_audit_index_row_is_caught() {
+    let e = tampered("DELETE FROM tx_by_org WHERE height = 3 AND idx = 2;", "");
+    assert!(
+        matches!(
+            e,
+            VerifyError::Index {
+                table: "tx_by_org",
+                height: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_forged_id_index_row_is_caught() {
+    let e = tampered(
+        "INSERT INTO tx_ids VALUES (x'00000000000000000000000000000000', 2, 7);",
+        "",
+    );
+    assert!(
+        matches!(
+            e,
+            VerifyError::Index {
+                table: "tx_ids",
+                height: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_deleted_key_history_row_is_caught() {
+    let e = tampered("", "DELETE FROM key_history WHERE height = 4 AND idx = 0;");
+    assert!(
+        matches!(
+            e,
+            VerifyError::Index {
+                table: "key_history",
+                height: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

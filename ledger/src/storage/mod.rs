@@ -196,6 +196,13 @@ pub struct AuditEntry {
     pub outcome: TxOutcome,
 }
 
+/// A row of `tx_ids`: digest, height, index.
+pub type IdIndexRow = (Vec<u8>, u64, u32);
+/// A row of `tx_by_org`: organization, submitter, height, index.
+pub type OrgIndexRow = (String, String, u64, u32);
+/// A row of `key_history`: partition, key, height, index.
+pub type HistoryIndexRow = (String, Vec<u8>, u64, u32);
+
 /// A block ready to be appended.
 #[derive(Debug)]
 pub struct NewBlock<'a> {
@@ -677,6 +684,39 @@ impl ChainStore {
         Ok(out)
     }
 
+    /// Every row of the id and organization indexes up to `max_height`,
+    /// sorted: for `verify`, which rebuilds them from the chunks.
+    pub fn index_rows(
+        &mut self,
+        max_height: u64,
+    ) -> Result<(Vec<IdIndexRow>, Vec<OrgIndexRow>), LedgerError> {
+        let m = to_i64(max_height, max_height, "height")?;
+        let ids: Vec<(Vec<u8>, i64, i32)> = tx_ids::table
+            .filter(tx_ids::height.le(m))
+            .select((tx_ids::digest, tx_ids::height, tx_ids::idx))
+            .load(&mut self.conn)?;
+        let orgs: Vec<(String, String, i64, i32)> = tx_by_org::table
+            .filter(tx_by_org::height.le(m))
+            .select((
+                tx_by_org::org,
+                tx_by_org::submitter,
+                tx_by_org::height,
+                tx_by_org::idx,
+            ))
+            .load(&mut self.conn)?;
+        let mut ids: Vec<IdIndexRow> = ids
+            .into_iter()
+            .map(|(d, h, i)| (d, h as u64, i as u32))
+            .collect();
+        let mut orgs: Vec<OrgIndexRow> = orgs
+            .into_iter()
+            .map(|(o, u, h, i)| (o, u, h as u64, i as u32))
+            .collect();
+        ids.sort_unstable();
+        orgs.sort_unstable();
+        Ok((ids, orgs))
+    }
+
     /// The heights whose blocks fall in `[from_ms, to_ms]` (block time never
     /// decreases, so they form one range).
     fn heights_between(
@@ -985,6 +1025,26 @@ impl StateStore {
                 })
             })
             .collect()
+    }
+
+    /// Every key-history row up to `max_height`, sorted: for `verify`.
+    pub fn history_rows(&mut self, max_height: u64) -> Result<Vec<HistoryIndexRow>, LedgerError> {
+        let m = to_i64(max_height, max_height, "height")?;
+        let rows: Vec<(String, Vec<u8>, i64, i32)> = key_history::table
+            .filter(key_history::height.le(m))
+            .select((
+                key_history::partition,
+                key_history::key,
+                key_history::height,
+                key_history::idx,
+            ))
+            .load(&mut self.conn)?;
+        let mut rows: Vec<HistoryIndexRow> = rows
+            .into_iter()
+            .map(|(p, k, h, i)| (p, k, h as u64, i as u32))
+            .collect();
+        rows.sort_unstable();
+        Ok(rows)
     }
 
     /// Runs raw SQL: for tests and tools that must edit the file directly.
