@@ -14,7 +14,9 @@ use crate::error::LedgerError;
 use crate::executor::{Executor, IdSet};
 use crate::hash::Hash;
 use crate::merkle;
-use crate::model::{Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version};
+use crate::model::{
+    IdDigest, Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version,
+};
 use crate::state::{BlockChanges, State};
 
 use crate::storage::{
@@ -70,6 +72,7 @@ struct ChainJob {
     block: Arc<AppliedBlock>,
     leaves: Vec<Hash>,
     partitions: Vec<Vec<PartitionId>>,
+    digests: Vec<IdDigest>,
     roots: Vec<RootRow>,
 }
 
@@ -352,6 +355,7 @@ impl Engine {
                         txs: &j.block.txs,
                         outcomes: &j.block.outcomes,
                         partitions: &j.partitions,
+                        digests: &j.digests,
                     })
                     .collect();
                 writer_chain.append(&blocks)?;
@@ -393,10 +397,6 @@ impl Engine {
 
     pub fn state(&self) -> &State {
         &self.state
-    }
-
-    pub fn executor(&self) -> &Executor {
-        &self.executor
     }
 
     /// Whether this id was already used by an applied transaction.
@@ -473,6 +473,7 @@ impl Engine {
             block: block.clone(),
             leaves,
             partitions: executed.partitions,
+            digests: executed.digests,
             roots,
         };
         if let Err(e) = self.chain_writer.send(job) {

@@ -170,7 +170,9 @@ impl Executor {
             .iter()
             .map(|tx| (tx.id.digest(), self.admit(tx)))
             .unzip();
-        reject_duplicates(known, txs, &digests, &mut admitted);
+        for i in duplicates_in_shard(known, &digests, 1, 0) {
+            admitted[i] = Err(duplicate(&txs[i]));
+        }
         let outcomes = self.run_sequential(state, block, txs, &admitted);
         executed(outcomes, admitted, digests, None)
     }
@@ -392,22 +394,6 @@ fn fault() -> ChaincodeError {
     ChaincodeError::new(codes::CHAINCODE_FAULT, "chaincode panicked")
 }
 
-/// Rejects transactions whose id was used in an earlier block or earlier in
-/// this batch (the first occurrence consumes the id, whatever its outcome).
-fn reject_duplicates(
-    known: &dyn KnownIds,
-    txs: &[Transaction],
-    digests: &[IdDigest],
-    admitted: &mut [Admitted],
-) {
-    let mut seen: IdSet = HashSet::with_capacity_and_hasher(txs.len(), PassThroughState::default());
-    for ((tx, &digest), adm) in txs.iter().zip(digests).zip(admitted.iter_mut()) {
-        if !seen.insert(digest) || known.contains(digest) {
-            *adm = Err(duplicate(tx));
-        }
-    }
-}
-
 fn duplicate(tx: &Transaction) -> Rejection {
     Rejection::new(
         codes::DUPLICATE_TX_ID,
@@ -415,27 +401,34 @@ fn duplicate(tx: &Transaction) -> Rejection {
     )
 }
 
-/// The same decisions as [`reject_duplicates`], in parallel: equal digests
-/// fall in the same shard, and each shard walks the batch in block order, so
-/// the first occurrence still wins. Returns the duplicates' positions, sorted.
+/// Positions, in block order, of the transactions of shard `k` (of
+/// `shards`, by id digest) whose id was used in an earlier block or earlier
+/// in this batch: the first occurrence consumes an id, whatever its outcome.
+/// Equal digests fall in the same shard, so shards decide independently.
+fn duplicates_in_shard(
+    known: &dyn KnownIds,
+    digests: &[IdDigest],
+    shards: usize,
+    k: usize,
+) -> Vec<usize> {
+    let mut seen: IdSet =
+        HashSet::with_capacity_and_hasher(digests.len() / shards + 16, PassThroughState::default());
+    digests
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| (d.0 % shards as u128) as usize == k)
+        .filter(|(_, &d)| !seen.insert(d) || known.contains(d))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// All duplicates, one shard per thread of the current pool; sorted.
 fn duplicates_sharded(known: &dyn KnownIds, digests: &[IdDigest], shards: usize) -> Vec<usize> {
     use rayon::prelude::*;
     let shards = shards.max(1);
     let mut found: Vec<usize> = (0..shards)
         .into_par_iter()
-        .flat_map_iter(|k| {
-            let mut seen: IdSet = HashSet::with_capacity_and_hasher(
-                digests.len() / shards + 16,
-                PassThroughState::default(),
-            );
-            digests
-                .iter()
-                .enumerate()
-                .filter(move |(_, d)| (d.0 % shards as u128) as usize == k)
-                .filter(move |(_, &d)| !seen.insert(d) || known.contains(d))
-                .map(|(i, _)| i)
-                .collect::<Vec<_>>()
-        })
+        .flat_map_iter(|k| duplicates_in_shard(known, digests, shards, k))
         .collect();
     found.sort_unstable();
     found

@@ -296,11 +296,6 @@ impl Transaction {
             .str(self.org.as_str());
         c.finish()
     }
-
-    /// The arguments as a JSON value (for display and APIs).
-    pub fn args_json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.args).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// Canonical JSON: `serde_json::Value` keeps object keys in a `BTreeMap`

@@ -47,12 +47,6 @@ pub struct BlockChanges<'a> {
     pub partitions: Vec<(&'a PartitionId, Vec<NetWrite<'a>>)>,
 }
 
-impl BlockChanges<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.partitions.is_empty()
-    }
-}
-
 /// Transactions grouped by one task of [`State::changes_of`].
 const GROUP_RUN_LEN: usize = 1024;
 

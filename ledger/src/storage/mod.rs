@@ -213,6 +213,8 @@ pub struct NewBlock<'a> {
     pub outcomes: &'a [TxOutcome],
     /// Partitions each transaction declared (for the audit index).
     pub partitions: &'a [Vec<PartitionId>],
+    /// Each transaction's id digest, as the executor computed it.
+    pub digests: &'a [IdDigest],
 }
 
 fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), LedgerError> {
@@ -251,10 +253,10 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
     // Index rows in key order: consecutive inserts then land on
     // neighbouring B-tree pages instead of random ones.
     let mut digests: Vec<([u8; 16], i32)> = b
-        .txs
+        .digests
         .iter()
         .enumerate()
-        .map(|(i, tx)| (tx.id.digest().0.to_be_bytes(), i as i32))
+        .map(|(i, d)| (d.0.to_be_bytes(), i as i32))
         .collect();
     digests.sort_unstable();
     let id_rows: Vec<_> = digests
@@ -442,6 +444,42 @@ impl ChainStore {
             .collect()
     }
 
+    /// One stored chunk of a block's transactions, decoded.
+    fn chunk(&mut self, height: u64, chunk: i32) -> Result<Option<Records>, LedgerError> {
+        let body: Option<Vec<u8>> = tx_chunks::table
+            .find((to_i64(height, height, "height")?, chunk))
+            .select(tx_chunks::body)
+            .first(&mut self.conn)
+            .optional()?;
+        body.map(|b| {
+            codec::decode_chunk(&b).map_err(|e| corrupt(height, format!("chunk {chunk}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// The chunk holding transaction `index` of block `height`, through a
+    /// one-chunk cache: readers walking positions in order decode each
+    /// chunk once. An index row naming a missing chunk is corruption.
+    fn cached_chunk<'c>(
+        &mut self,
+        cache: &'c mut Option<((u64, i32), Records)>,
+        height: u64,
+        index: u32,
+    ) -> Result<&'c Records, LedgerError> {
+        let (chunk, _) = chunk_of(index);
+        if cache.as_ref().map(|(at, _)| *at) != Some((height, chunk)) {
+            let records = self
+                .chunk(height, chunk)?
+                .ok_or_else(|| corrupt(height, format!("an index names missing chunk {chunk}")))?;
+            *cache = Some(((height, chunk), records));
+        }
+        match cache {
+            Some((_, records)) => Ok(records),
+            // Filled just above.
+            None => Err(corrupt(height, "chunk cache empty")),
+        }
+    }
+
     /// One stored transaction with its outcome.
     fn tx_at(
         &mut self,
@@ -449,14 +487,9 @@ impl ChainStore {
         index: u32,
     ) -> Result<Option<(Transaction, TxOutcome)>, LedgerError> {
         let (chunk, offset) = chunk_of(index);
-        let body: Option<Vec<u8>> = tx_chunks::table
-            .find((to_i64(height, height, "height")?, chunk))
-            .select(tx_chunks::body)
-            .first(&mut self.conn)
-            .optional()?;
-        let Some(body) = body else { return Ok(None) };
-        let mut records = codec::decode_chunk(&body)
-            .map_err(|e| corrupt(height, format!("chunk {chunk}: {e}")))?;
+        let Some(mut records) = self.chunk(height, chunk)? else {
+            return Ok(None);
+        };
         Ok((offset < records.len()).then(|| records.swap_remove(offset)))
     }
 
@@ -469,22 +502,13 @@ impl ChainStore {
         key: &[u8],
         versions: &[Version],
     ) -> Result<Vec<KeyVersion>, LedgerError> {
-        let mut cached: Option<((u64, i32), Records)> = None;
+        let mut cache = None;
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
-            let (chunk, offset) = chunk_of(v.index);
-            if cached.as_ref().map(|(at, _)| *at) != Some((v.height, chunk)) {
-                let body: Vec<u8> = tx_chunks::table
-                    .find((to_i64(v.height, v.height, "height")?, chunk))
-                    .select(tx_chunks::body)
-                    .first(&mut self.conn)?;
-                let records = codec::decode_chunk(&body)
-                    .map_err(|e| corrupt(v.height, format!("chunk {chunk}: {e}")))?;
-                cached = Some(((v.height, chunk), records));
-            }
-            let write = cached
-                .as_ref()
-                .and_then(|(_, records)| records.get(offset))
+            let (_, offset) = chunk_of(v.index);
+            let write = self
+                .cached_chunk(&mut cache, v.height, v.index)?
+                .get(offset)
                 .and_then(|(_, o)| {
                     o.writes
                         .iter()
@@ -626,34 +650,28 @@ impl ChainStore {
             same
         });
         let mut out = Vec::new();
-        let mut cached: Option<((u64, i32), Records, Timestamp)> = None;
+        let mut cache = None;
+        let mut block_time: Option<(u64, Timestamp)> = None;
         for (h, i, declared) in places {
             let height = to_u64(h, 0, "height")?;
             let index = u32::try_from(i).map_err(|_| corrupt(height, "negative index"))?;
             if q.after.is_some_and(|a| (height, index) <= a) {
                 continue;
             }
-            let (chunk, offset) = chunk_of(index);
-            if cached.as_ref().map(|(at, _, _)| *at) != Some((height, chunk)) {
-                let body: Vec<u8> = tx_chunks::table
-                    .find((h, chunk))
-                    .select(tx_chunks::body)
-                    .first(&mut self.conn)?;
-                let records = codec::decode_chunk(&body)
-                    .map_err(|e| corrupt(height, format!("chunk {chunk}: {e}")))?;
-                let ts: i64 = blocks::table
-                    .find(h)
-                    .select(blocks::timestamp_ms)
-                    .first(&mut self.conn)?;
-                cached = Some((
-                    (height, chunk),
-                    records,
-                    Timestamp(to_u64(ts, height, "timestamp")?),
-                ));
-            }
-            let Some((_, records, timestamp)) = &cached else {
-                continue;
+            let timestamp = match block_time {
+                Some((bh, ts)) if bh == height => ts,
+                _ => {
+                    let ts: i64 = blocks::table
+                        .find(h)
+                        .select(blocks::timestamp_ms)
+                        .first(&mut self.conn)?;
+                    let ts = Timestamp(to_u64(ts, height, "timestamp")?);
+                    block_time = Some((height, ts));
+                    ts
+                }
             };
+            let (_, offset) = chunk_of(index);
+            let records = self.cached_chunk(&mut cache, height, index)?;
             let Some((tx, outcome)) = records.get(offset) else {
                 return Err(corrupt(
                     height,
@@ -672,7 +690,7 @@ impl ChainStore {
                 out.push(AuditEntry {
                     height,
                     index,
-                    timestamp: *timestamp,
+                    timestamp,
                     tx: tx.clone(),
                     outcome: outcome.clone(),
                 });
