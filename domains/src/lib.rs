@@ -4,6 +4,7 @@
 //! keys a call touches, and executes against the context the ledger gives it.
 
 pub mod finance;
+pub mod healthcare;
 
 use ledger::Registry;
 use std::sync::Arc;
@@ -12,5 +13,6 @@ use std::sync::Arc;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(finance::Finance::new()));
+    r.register(Arc::new(healthcare::Healthcare::new()));
     r
 }
