@@ -120,7 +120,7 @@ fn generate(a: &ExecArgs) -> anyhow::Result<Workload> {
             format!("g-treasury-{p}"),
             &org,
             "open_account",
-            json!({"account": "treasury", "currency": CURRENCY, "debits_may_exceed_credits": true}),
+            json!({"account": "treasury", "currency": CURRENCY, "limit": "none"}),
         )?);
     }
     for i in 0..a.accounts {

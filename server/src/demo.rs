@@ -31,7 +31,7 @@ pub fn create_consortium(submitter: &Submitter) -> anyhow::Result<()> {
     let mut waiting = Vec::new();
     for org in ORGS {
         let treasury =
-            json!({"account": "treasury", "currency": CURRENCY, "debits_may_exceed_credits": true});
+            json!({"account": "treasury", "currency": CURRENCY, "limit": "none"});
         let operating = json!({"account": "operating", "currency": CURRENCY});
         let fund = json!({
             "from": {"org": org, "account": "treasury"},

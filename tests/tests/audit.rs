@@ -21,7 +21,7 @@ fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
         .iter()
         .flat_map(|o| {
             [
-                tx(format!("t-{o}"), o, "admin", "open_account", json!({"account": "treasury", "currency": "EUR", "debits_may_exceed_credits": true})),
+                tx(format!("t-{o}"), o, "admin", "open_account", json!({"account": "treasury", "currency": "EUR", "limit": "none"})),
                 tx(format!("a-{o}"), o, "admin", "open_account", json!({"account": "a", "currency": "EUR"})),
             ]
         })

@@ -25,7 +25,7 @@ fn build(dir: &Path) {
             format!("t-{org}"),
             org,
             "open_account",
-            json!({"account": "treasury", "currency": "EUR", "debits_may_exceed_credits": true}),
+            json!({"account": "treasury", "currency": "EUR", "limit": "none"}),
         ));
         for a in 0..5 {
             blocks[0].push(tx(

@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
             let mut v = Vec::new();
             for org in orgs {
                 v.push(tx(format!("open-t-{org}"), org, "open_account",
-                    json!({"account": "treasury", "currency": "EUR", "debits_may_exceed_credits": true}))?);
+                    json!({"account": "treasury", "currency": "EUR", "limit": "none"}))?);
                 for a in 0..20 {
                     v.push(tx(
                         format!("open-{org}-{a}"),
