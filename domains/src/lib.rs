@@ -5,6 +5,7 @@
 
 pub mod finance;
 pub mod healthcare;
+pub mod supply_chain;
 
 use ledger::Registry;
 use std::sync::Arc;
@@ -14,5 +15,6 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(finance::Finance::new()));
     r.register(Arc::new(healthcare::Healthcare::new()));
+    r.register(Arc::new(supply_chain::SupplyChain::new()));
     r
 }
