@@ -24,7 +24,7 @@ use crate::merkle;
 use crate::model::{
     IdDigest, OrgId, PartitionId, Timestamp, Transaction, TxId, TxOutcome, UserId, Version,
 };
-use crate::state::{BlockChanges, Entry, NetWrite, PartitionState, State};
+use crate::state::{BlockChanges, NetWrite, PartitionState, State};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -990,12 +990,10 @@ impl StateStore {
             })?;
             part.entries.insert(
                 r.key,
-                Entry {
-                    value: r.value,
-                    version: Version {
-                        height,
-                        index: r.idx as u32,
-                    },
+                r.value,
+                Version {
+                    height,
+                    index: r.idx as u32,
                 },
             );
         }
