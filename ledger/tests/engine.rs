@@ -587,9 +587,25 @@ fn key_history_lists_every_version_in_order_and_pages() {
         (v(3, 2), Some(b"4".to_vec())),
         (v(4, 0), Some(b"3".to_vec())),
     ];
-    let got: Vec<_> = engine
-        .key_history(&part(0), b"a/0", None, 100)
-        .unwrap()
+    let history = engine.key_history(&part(0), b"a/0", None, 100).unwrap();
+    // Each version names the transaction that wrote it and its block's time.
+    let writers: Vec<_> = history
+        .iter()
+        .map(|kv| (kv.tx.id.to_string(), kv.timestamp.0))
+        .collect();
+    assert_eq!(
+        writers,
+        [
+            ("h1", 1_000),
+            ("h2", 1_000),
+            ("h4", 2_000),
+            ("h7", 3_000),
+            ("h8", 3_000),
+            ("h9", 4_000)
+        ]
+        .map(|(id, t)| (id.to_string(), t))
+    );
+    let got: Vec<_> = history
         .into_iter()
         .map(|kv| (kv.version, kv.value))
         .collect();

@@ -494,8 +494,8 @@ impl ChainStore {
     }
 
     /// The values a key was given at `versions` (`None` for a deletion),
-    /// read from the write sets of the chain. Consecutive versions in one
-    /// chunk decode it once.
+    /// with the writing transactions and block times, read from the chain.
+    /// Consecutive versions in one chunk decode it once.
     pub fn values_at(
         &mut self,
         partition: &PartitionId,
@@ -503,16 +503,29 @@ impl ChainStore {
         versions: &[Version],
     ) -> Result<Vec<KeyVersion>, LedgerError> {
         let mut cache = None;
+        let mut time: Option<(u64, Timestamp)> = None;
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
+            let timestamp = match time {
+                Some((h, t)) if h == v.height => t,
+                _ => {
+                    let (header, _) = self
+                        .header(v.height)?
+                        .ok_or_else(|| corrupt(v.height, "key history names a missing block"))?;
+                    time = Some((v.height, header.timestamp));
+                    header.timestamp
+                }
+            };
             let (_, offset) = chunk_of(v.index);
-            let write = self
+            let (tx, write) = self
                 .cached_chunk(&mut cache, v.height, v.index)?
                 .get(offset)
-                .and_then(|(_, o)| {
-                    o.writes
+                .and_then(|(tx, o)| {
+                    let w = o
+                        .writes
                         .iter()
-                        .find(|w| &w.partition == partition && w.key.as_slice() == key)
+                        .find(|w| &w.partition == partition && w.key.as_slice() == key)?;
+                    Some((tx, w))
                 })
                 .ok_or_else(|| {
                     corrupt(
@@ -526,6 +539,8 @@ impl ChainStore {
             out.push(KeyVersion {
                 version: *v,
                 value: write.value.clone(),
+                tx: tx.clone(),
+                timestamp,
             });
         }
         Ok(out)
@@ -779,11 +794,14 @@ struct StateRow {
     idx: i32,
 }
 
-/// One stored version of a key.
+/// One stored version of a key, with the transaction that wrote it and its
+/// block's time: what a history page shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyVersion {
     pub version: Version,
     pub value: Option<Vec<u8>>,
+    pub tx: Transaction,
+    pub timestamp: Timestamp,
 }
 
 /// One write as a history row: partition, key, height, index in block.
