@@ -610,6 +610,15 @@ fn key_history_lists_every_version_in_order_and_pages() {
         .map(|kv| (kv.version, kv.value))
         .collect();
     assert_eq!(got, expected);
+    // The version current at a position: exact, between versions, before any.
+    let at = |e: &mut Engine, p: Version| {
+        e.key_version_at(&part(0), b"a/0", p)
+            .unwrap()
+            .map(|kv| kv.version)
+    };
+    assert_eq!(at(&mut engine, v(3, 1)), Some(v(3, 1)));
+    assert_eq!(at(&mut engine, v(2, 7)), Some(v(2, 0)));
+    assert_eq!(at(&mut engine, v(0, 0)), None);
     assert_eq!(
         engine.state().get(&part(0), b"a/0").unwrap().version,
         v(4, 0)

@@ -1061,6 +1061,36 @@ impl StateStore {
             .collect()
     }
 
+    /// The latest version of a key at or before `at`, if any: where a page
+    /// of history that starts after `at` continues from.
+    pub fn key_version_at_or_before(
+        &mut self,
+        partition: &PartitionId,
+        key: &[u8],
+        at: Version,
+    ) -> Result<Option<Version>, LedgerError> {
+        let (h, i) = (to_i64(at.height, at.height, "height")?, at.index as i32);
+        let row: Option<(i64, i32)> = key_history::table
+            .filter(key_history::partition.eq(partition.to_string()))
+            .filter(key_history::key.eq(key))
+            .filter(
+                key_history::height
+                    .lt(h)
+                    .or(key_history::height.eq(h).and(key_history::idx.le(i))),
+            )
+            .order((key_history::height.desc(), key_history::idx.desc()))
+            .select((key_history::height, key_history::idx))
+            .first(&mut self.conn)
+            .optional()?;
+        row.map(|(h, i)| {
+            Ok(Version {
+                height: to_u64(h, 0, "height")?,
+                index: i as u32,
+            })
+        })
+        .transpose()
+    }
+
     /// Every key-history row up to `max_height`, sorted: for `verify`.
     pub fn history_rows(&mut self, max_height: u64) -> Result<Vec<HistoryIndexRow>, LedgerError> {
         let m = to_i64(max_height, max_height, "height")?;
