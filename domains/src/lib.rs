@@ -3,6 +3,8 @@
 //! Each domain is a [`ledger::Chaincode`]: it decodes arguments, declares the
 //! keys a call touches, and executes against the context the ledger gives it.
 
+#![forbid(unsafe_code)]
+
 pub mod finance;
 pub mod healthcare;
 pub mod supply_chain;

@@ -555,6 +555,21 @@ impl Engine {
         let versions = self.reader.key_versions(partition, key, after, limit)?;
         self.chain.values_at(partition, key, &versions)
     }
+
+    /// The version of a key current at `at` (the latest at or before it),
+    /// with its writer: the starting point of a history page after `at`.
+    pub fn key_version_at(
+        &mut self,
+        partition: &PartitionId,
+        key: &[u8],
+        at: Version,
+    ) -> Result<Option<KeyVersion>, LedgerError> {
+        self.flush()?;
+        let Some(v) = self.reader.key_version_at_or_before(partition, key, at)? else {
+            return Ok(None);
+        };
+        Ok(self.chain.values_at(partition, key, &[v])?.pop())
+    }
 }
 
 /// The new roots of the partitions a block changed.

@@ -21,7 +21,7 @@ use crate::chaincode::{
 use crate::error::{codes, Code};
 use crate::model::{IdDigest, Limits, PartitionId, Transaction, TxOutcome, TxStatus};
 use crate::state::State;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -323,7 +323,7 @@ impl Executor {
     ) -> Vec<TxOutcome> {
         let mut view = SeqView {
             base: state,
-            overlay: BTreeMap::new(),
+            overlay: HashMap::default(),
         };
         let mut out = Vec::with_capacity(txs.len());
         for (i, (tx, adm)) in txs.iter().zip(admitted).enumerate() {
@@ -332,10 +332,7 @@ impl Executor {
                 Ok(ready) => self.call(tx, block, i, &ready.prepared, &view),
             };
             for w in &outcome.writes {
-                view.overlay
-                    .entry(w.partition.clone())
-                    .or_default()
-                    .insert(w.key.clone(), w.value.clone());
+                view.write(&w.partition, &w.key, &w.value);
             }
             out.push(outcome);
         }
@@ -437,7 +434,31 @@ fn duplicates_sharded(known: &dyn KnownIds, digests: &[IdDigest], shards: usize)
 /// Sequential view: the state before the batch plus the batch's writes so far.
 struct SeqView<'a> {
     base: &'a State,
-    overlay: BTreeMap<PartitionId, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    overlay: HashMap<PartitionId, SeqOverlay, FastState>,
+}
+
+/// One partition's writes so far in the batch (`None`: deleted), hashed for
+/// the point reads of execution and ordered for scans.
+#[derive(Default)]
+struct SeqOverlay {
+    values: HashMap<Vec<u8>, Option<Vec<u8>>, FastState>,
+    order: BTreeSet<Vec<u8>>,
+}
+
+impl SeqView<'_> {
+    fn write(&mut self, partition: &PartitionId, key: &[u8], value: &Option<Vec<u8>>) {
+        let o = match self.overlay.get_mut(partition) {
+            Some(o) => o,
+            None => self.overlay.entry(partition.clone()).or_default(),
+        };
+        match o.values.get_mut(key) {
+            Some(v) => v.clone_from(value),
+            None => {
+                o.order.insert(key.to_vec());
+                o.values.insert(key.to_vec(), value.clone());
+            }
+        }
+    }
 }
 
 impl ReadView for SeqView<'_> {
@@ -445,7 +466,7 @@ impl ReadView for SeqView<'_> {
         if let Some(v) = self
             .overlay
             .get(slot.partition)
-            .and_then(|m| m.get(slot.key))
+            .and_then(|m| m.values.get(slot.key))
         {
             return v.clone();
         }
@@ -461,10 +482,15 @@ impl ReadView for SeqView<'_> {
             .map(|(k, e)| (k.clone(), e.value.clone()))
             .collect();
         if let Some(m) = self.overlay.get(partition) {
-            for (k, v) in range_under(m, prefix) {
-                match v {
-                    Some(v) => merged.insert(k.clone(), v.clone()),
-                    None => merged.remove(k),
+            let under = m
+                .order
+                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|k| k.starts_with(prefix));
+            for k in under {
+                match m.values.get(k) {
+                    Some(Some(v)) => merged.insert(k.clone(), v.clone()),
+                    Some(None) => merged.remove(k),
+                    None => None,
                 };
             }
         }

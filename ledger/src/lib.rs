@@ -3,6 +3,8 @@
 //! verification. This crate knows nothing of HTTP, reads no clock and draws no
 //! random numbers: time arrives inside ordered batches.
 
+#![forbid(unsafe_code)]
+
 pub mod block;
 pub mod chaincode;
 pub mod engine;

@@ -13,7 +13,7 @@ use crate::executor::FastState;
 use crate::hash::{tag, Canon, Hash};
 use crate::merkle;
 use crate::model::{PartitionId, TxOutcome, Version};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 /// A live value and where it was last written.
@@ -23,10 +23,93 @@ pub struct Entry {
     pub version: Version,
 }
 
+/// A partition's live keys: a hash map for the point reads and writes that
+/// execution makes (two per transfer), plus the keys in order for prefix
+/// scans and ordered iteration. A key's bytes are held twice; in exchange a
+/// read costs one hash instead of a B-tree descent comparing ~10 keys, which
+/// measured a third of sequential execution time.
+#[derive(Debug, Clone, Default)]
+pub struct Entries {
+    map: HashMap<Vec<u8>, Entry, FastState>,
+    order: BTreeSet<Vec<u8>>,
+}
+
+impl PartialEq for Entries {
+    fn eq(&self, other: &Self) -> bool {
+        // `order` is a function of `map`'s keys.
+        self.map == other.map
+    }
+}
+
+impl Eq for Entries {}
+
+impl Entries {
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Sets `key` to `value` at `version`, reusing the old value's buffer.
+    pub fn set(&mut self, key: &[u8], value: &[u8], version: Version) {
+        match self.map.get_mut(key) {
+            Some(e) => {
+                e.value.clear();
+                e.value.extend_from_slice(value);
+                e.version = version;
+            }
+            None => {
+                self.insert(key.to_vec(), value.to_vec(), version);
+            }
+        }
+    }
+
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>, version: Version) {
+        if !self.map.contains_key(&key) {
+            self.order.insert(key.clone());
+        }
+        self.map.insert(key, Entry { value, version });
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let e = self.map.remove(key)?;
+        self.order.remove(key);
+        Some(e)
+    }
+
+    /// Every entry in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Entry)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|k| Some((k, self.map.get(k)?)))
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    pub fn scan<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
+        self.order
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |k| k.starts_with(prefix))
+            .filter_map(|k| Some((k, self.map.get(k)?)))
+    }
+}
+
 /// One partition's keys and root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
-    pub entries: BTreeMap<Vec<u8>, Entry>,
+    pub entries: Entries,
     pub root: Hash,
     /// Height of the last block that changed this partition.
     pub height: u64,
@@ -110,11 +193,7 @@ impl State {
         self.partitions
             .get(partition)
             .into_iter()
-            .flat_map(move |p| {
-                p.entries
-                    .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-                    .take_while(move |(k, _)| k.starts_with(prefix))
-            })
+            .flat_map(move |p| p.entries.scan(prefix))
     }
 
     /// The net change of each key made by a block's outcomes, in block
@@ -182,22 +261,7 @@ impl State {
             part.height = height;
             for w in writes.iter() {
                 match w.value {
-                    Some(v) => match part.entries.get_mut(w.key) {
-                        Some(e) => {
-                            e.value.clear();
-                            e.value.extend_from_slice(v);
-                            e.version = w.version;
-                        }
-                        None => {
-                            part.entries.insert(
-                                w.key.to_vec(),
-                                Entry {
-                                    value: v.to_vec(),
-                                    version: w.version,
-                                },
-                            );
-                        }
-                    },
+                    Some(v) => part.entries.set(w.key, v, w.version),
                     None => {
                         part.entries.remove(w.key);
                     }

@@ -322,7 +322,7 @@ fn compare_states(expected: &State, stored: &State) -> Result<(), VerifyError> {
         let (Some((pid, e)), Some((_, g))) = (exp.next(), got.next()) else {
             return Ok(());
         };
-        for (key, entry) in &e.entries {
+        for (key, entry) in e.entries.iter() {
             match g.entries.get(key) {
                 None => {
                     return Err(VerifyError::State {
@@ -344,7 +344,7 @@ fn compare_states(expected: &State, stored: &State) -> Result<(), VerifyError> {
                 Some(_) => {}
             }
         }
-        if let Some((key, s)) = g.entries.iter().find(|(k, _)| !e.entries.contains_key(*k)) {
+        if let Some((key, s)) = g.entries.iter().find(|(k, _)| !e.entries.contains_key(k)) {
             return Err(VerifyError::State {
                 partition: pid.clone(),
                 key: show_key(key),

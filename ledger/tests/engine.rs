@@ -587,13 +587,38 @@ fn key_history_lists_every_version_in_order_and_pages() {
         (v(3, 2), Some(b"4".to_vec())),
         (v(4, 0), Some(b"3".to_vec())),
     ];
-    let got: Vec<_> = engine
-        .key_history(&part(0), b"a/0", None, 100)
-        .unwrap()
+    let history = engine.key_history(&part(0), b"a/0", None, 100).unwrap();
+    // Each version names the transaction that wrote it and its block's time.
+    let writers: Vec<_> = history
+        .iter()
+        .map(|kv| (kv.tx.id.to_string(), kv.timestamp.0))
+        .collect();
+    assert_eq!(
+        writers,
+        [
+            ("h1", 1_000),
+            ("h2", 1_000),
+            ("h4", 2_000),
+            ("h7", 3_000),
+            ("h8", 3_000),
+            ("h9", 4_000)
+        ]
+        .map(|(id, t)| (id.to_string(), t))
+    );
+    let got: Vec<_> = history
         .into_iter()
         .map(|kv| (kv.version, kv.value))
         .collect();
     assert_eq!(got, expected);
+    // The version current at a position: exact, between versions, before any.
+    let at = |e: &mut Engine, p: Version| {
+        e.key_version_at(&part(0), b"a/0", p)
+            .unwrap()
+            .map(|kv| kv.version)
+    };
+    assert_eq!(at(&mut engine, v(3, 1)), Some(v(3, 1)));
+    assert_eq!(at(&mut engine, v(2, 7)), Some(v(2, 0)));
+    assert_eq!(at(&mut engine, v(0, 0)), None);
     assert_eq!(
         engine.state().get(&part(0), b"a/0").unwrap().version,
         v(4, 0)

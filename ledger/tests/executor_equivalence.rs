@@ -296,7 +296,7 @@ proptest! {
         let (seq, after) = assert_equivalent(&state, &known, block(2), &txs);
         let total = |s: &State| -> u128 {
             s.partitions()
-                .flat_map(|(_, p)| p.entries.values())
+                .flat_map(|(_, p)| p.entries.iter().map(|(_, e)| e))
                 .map(|e| u128::from(std::str::from_utf8(&e.value).unwrap().parse::<u64>().unwrap()))
                 .sum()
         };
@@ -323,7 +323,7 @@ impl Model {
         let mut balances = BTreeMap::new();
         for o in 0..10 {
             if let Some(p) = state.partition(&part(o)) {
-                for (k, e) in &p.entries {
+                for (k, e) in p.entries.iter() {
                     if let Ok(n) = std::str::from_utf8(&e.value).unwrap().parse::<u64>() {
                         balances.insert((o, String::from_utf8(k.clone()).unwrap()), n);
                     }

@@ -24,7 +24,7 @@ use crate::merkle;
 use crate::model::{
     IdDigest, OrgId, PartitionId, Timestamp, Transaction, TxId, TxOutcome, UserId, Version,
 };
-use crate::state::{BlockChanges, Entry, NetWrite, PartitionState, State};
+use crate::state::{BlockChanges, NetWrite, PartitionState, State};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -494,8 +494,8 @@ impl ChainStore {
     }
 
     /// The values a key was given at `versions` (`None` for a deletion),
-    /// read from the write sets of the chain. Consecutive versions in one
-    /// chunk decode it once.
+    /// with the writing transactions and block times, read from the chain.
+    /// Consecutive versions in one chunk decode it once.
     pub fn values_at(
         &mut self,
         partition: &PartitionId,
@@ -503,16 +503,29 @@ impl ChainStore {
         versions: &[Version],
     ) -> Result<Vec<KeyVersion>, LedgerError> {
         let mut cache = None;
+        let mut time: Option<(u64, Timestamp)> = None;
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
+            let timestamp = match time {
+                Some((h, t)) if h == v.height => t,
+                _ => {
+                    let (header, _) = self
+                        .header(v.height)?
+                        .ok_or_else(|| corrupt(v.height, "key history names a missing block"))?;
+                    time = Some((v.height, header.timestamp));
+                    header.timestamp
+                }
+            };
             let (_, offset) = chunk_of(v.index);
-            let write = self
+            let (tx, write) = self
                 .cached_chunk(&mut cache, v.height, v.index)?
                 .get(offset)
-                .and_then(|(_, o)| {
-                    o.writes
+                .and_then(|(tx, o)| {
+                    let w = o
+                        .writes
                         .iter()
-                        .find(|w| &w.partition == partition && w.key.as_slice() == key)
+                        .find(|w| &w.partition == partition && w.key.as_slice() == key)?;
+                    Some((tx, w))
                 })
                 .ok_or_else(|| {
                     corrupt(
@@ -526,6 +539,8 @@ impl ChainStore {
             out.push(KeyVersion {
                 version: *v,
                 value: write.value.clone(),
+                tx: tx.clone(),
+                timestamp,
             });
         }
         Ok(out)
@@ -779,11 +794,14 @@ struct StateRow {
     idx: i32,
 }
 
-/// One stored version of a key.
+/// One stored version of a key, with the transaction that wrote it and its
+/// block's time: what a history page shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyVersion {
     pub version: Version,
     pub value: Option<Vec<u8>>,
+    pub tx: Transaction,
+    pub timestamp: Timestamp,
 }
 
 /// One write as a history row: partition, key, height, index in block.
@@ -990,12 +1008,10 @@ impl StateStore {
             })?;
             part.entries.insert(
                 r.key,
-                Entry {
-                    value: r.value,
-                    version: Version {
-                        height,
-                        index: r.idx as u32,
-                    },
+                r.value,
+                Version {
+                    height,
+                    index: r.idx as u32,
                 },
             );
         }
@@ -1043,6 +1059,36 @@ impl StateStore {
                 })
             })
             .collect()
+    }
+
+    /// The latest version of a key at or before `at`, if any: where a page
+    /// of history that starts after `at` continues from.
+    pub fn key_version_at_or_before(
+        &mut self,
+        partition: &PartitionId,
+        key: &[u8],
+        at: Version,
+    ) -> Result<Option<Version>, LedgerError> {
+        let (h, i) = (to_i64(at.height, at.height, "height")?, at.index as i32);
+        let row: Option<(i64, i32)> = key_history::table
+            .filter(key_history::partition.eq(partition.to_string()))
+            .filter(key_history::key.eq(key))
+            .filter(
+                key_history::height
+                    .lt(h)
+                    .or(key_history::height.eq(h).and(key_history::idx.le(i))),
+            )
+            .order((key_history::height.desc(), key_history::idx.desc()))
+            .select((key_history::height, key_history::idx))
+            .first(&mut self.conn)
+            .optional()?;
+        row.map(|(h, i)| {
+            Ok(Version {
+                height: to_u64(h, 0, "height")?,
+                index: i as u32,
+            })
+        })
+        .transpose()
     }
 
     /// Every key-history row up to `max_height`, sorted: for `verify`.
