@@ -99,8 +99,22 @@ impl Entries {
         &'a self,
         prefix: &'a [u8],
     ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
+        self.scan_after(prefix, None)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, after the key
+    /// `after` (exclusive) when given: a page that continues from a cursor.
+    pub fn scan_after<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
         self.order
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .range::<[u8], _>((start, Bound::Unbounded))
             .take_while(move |k| k.starts_with(prefix))
             .filter_map(|k| Some((k, self.map.get(k)?)))
     }

@@ -13,7 +13,6 @@ use super::{
 };
 use ledger::{ChaincodeError, OrgId, State, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::ops::Bound;
 
 /// Most items a page may hold.
 pub const PAGE_LEN_MAX: usize = 1000;
@@ -99,20 +98,9 @@ fn page_by_key<T>(
     let Some(part) = state.partition(&partition(org)) else {
         return Ok(page);
     };
-    let start = match &req.after {
-        Some(after) => {
-            let mut k = prefix.to_vec();
-            k.extend_from_slice(after.as_bytes());
-            Bound::Excluded(k)
-        }
-        None => Bound::Included(prefix.to_vec()),
-    };
+    let after = req.after.as_ref().map(|a| [prefix, a.as_bytes()].concat());
     let mut last: Option<&[u8]> = None;
-    for (key, entry) in part
-        .entries
-        .range((start, Bound::Unbounded))
-        .take_while(|(k, _)| k.starts_with(prefix))
-    {
+    for (key, entry) in part.entries.scan_after(prefix, after.as_deref()) {
         let Some(item) = map(key, &entry.value)? else {
             continue;
         };

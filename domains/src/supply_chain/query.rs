@@ -18,7 +18,6 @@ use ledger::state::Entry;
 use ledger::{OrgId, PartitionId, State};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 /// Items one page returns at most.
 pub const QUERY_LIMIT_MAX: usize = 1000;
@@ -52,22 +51,11 @@ fn page<T>(
             next_after: None,
         };
     };
-    let start = match after {
-        Some(a) => {
-            let mut k = prefix.to_vec();
-            k.extend_from_slice(a.as_bytes());
-            Bound::Excluded(k)
-        }
-        None => Bound::Included(prefix.to_vec()),
-    };
+    let after = after.map(|a| [prefix, a.as_bytes()].concat());
     let mut items = Vec::new();
     let mut last = None;
     let mut more = false;
-    for (k, e) in part
-        .entries
-        .range::<Vec<u8>, _>((start, Bound::Unbounded))
-        .take_while(|(k, _)| k.starts_with(prefix))
-    {
+    for (k, e) in part.entries.scan_after(prefix, after.as_deref()) {
         if items.len() == limit {
             more = true;
             break;
