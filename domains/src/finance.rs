@@ -1228,6 +1228,103 @@ pub fn pending_transfers(
         .collect()
 }
 
+/// One change of an account, as its history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountHistoryEntry {
+    /// Block height and index of the transaction in it: the paging cursor.
+    pub height: u64,
+    pub index: u32,
+    /// The block's ledger time, ms since the epoch.
+    pub timestamp_ms: u64,
+    pub tx_id: String,
+    /// The finance function that changed the account.
+    pub function: String,
+    /// The counterparty (for transfers and their resolutions).
+    pub counterparty: Option<AccountAddress>,
+    /// Signed change of the posted balance (credits minus debits), minor
+    /// units.
+    pub posted_change: String,
+    /// Signed change of pending debits plus pending credits.
+    pub pending_change: String,
+    /// The account after the change.
+    pub account: AccountView,
+}
+
+/// An account's changes in ledger order (which is time order), after
+/// `after` = `(height, index)`, at most `limit`: every transfer, pending
+/// reservation, post, void or expiry that touched it, with the balances that
+/// followed. Read from the chain through the engine's key history.
+pub fn account_history(
+    engine: &mut ledger::engine::Engine,
+    org: &OrgId,
+    account: &str,
+    after: Option<(u64, u32)>,
+    limit: usize,
+) -> Result<Vec<AccountHistoryEntry>, ledger::LedgerError> {
+    let pid = PartitionId::new(org.clone(), FINANCE);
+    let key = account_key(account);
+    let after = after.map(|(height, index)| ledger::Version { height, index });
+    // The version before the page's first, for the first change's delta.
+    let mut previous: Option<Account> = match after {
+        Some(v) => engine
+            .key_version_at(&pid, &key, v)?
+            .and_then(|kv| Account::decode(kv.value.as_deref()?)),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for kv in engine.key_history(&pid, &key, after, limit)? {
+        let Some(now) = kv.value.as_deref().and_then(Account::decode) else {
+            continue;
+        };
+        let before = previous.as_ref();
+        let posted_change = now
+            .balance()
+            .saturating_sub(before.map_or(0, Account::balance));
+        let pending =
+            |a: &Account| signed_difference(a.debits_pending.saturating_add(a.credits_pending), 0);
+        let pending_change = pending(&now).saturating_sub(before.map_or(0, pending));
+        out.push(AccountHistoryEntry {
+            height: kv.version.height,
+            index: kv.version.index,
+            timestamp_ms: kv.timestamp.0,
+            tx_id: kv.tx.id.to_string(),
+            function: kv.tx.function.to_string(),
+            counterparty: counterparty(&kv.tx, org, account),
+            posted_change: posted_change.to_string(),
+            pending_change: pending_change.to_string(),
+            account: AccountView::new(org, account, &now),
+        });
+        previous = Some(now);
+    }
+    Ok(out)
+}
+
+/// The other account of a transfer-like transaction, seen from
+/// `org`/`account` (for a linked chain, that of its first leg touching the
+/// account).
+fn counterparty(tx: &Transaction, org: &OrgId, account: &str) -> Option<AccountAddress> {
+    let v: serde_json::Value = serde_json::from_slice(&tx.args).ok()?;
+    let legs: Vec<&serde_json::Value> = match tx.function.as_str() {
+        "transfer" | "post_pending" | "void_pending" | "expire_pending" => vec![&v],
+        "transfer_linked" => v.get("transfers")?.as_array()?.iter().collect(),
+        _ => return None,
+    };
+    let side = |leg: &serde_json::Value, name: &str| -> Option<AccountAddress> {
+        serde_json::from_value(leg.get(name)?.clone()).ok()
+    };
+    legs.into_iter().find_map(|leg| {
+        let (from, to) = (side(leg, "from")?, side(leg, "to")?);
+        let is_me = |a: &AccountAddress| a.org == org.as_str() && a.account == account;
+        if is_me(&from) {
+            Some(to)
+        } else if is_me(&to) {
+            Some(from)
+        } else {
+            None
+        }
+    })
+}
+
 /// Per-currency totals over every account in `state`: (debits pending,
 /// debits posted, credits pending, credits posted). Double entry means the
 /// debit and credit sides are equal for every currency.
