@@ -1,6 +1,7 @@
-//! `parledger bench exec`: a generated finance workload run through the
-//! sequential reference executor, the parallel executor and (with
-//! `--durable`) the full engine on SQLite with fsync.
+//! `parledger bench exec`: a generated workload (finance transfers, supply
+//! chain, healthcare, or a mix) run through the sequential reference
+//! executor, the parallel executor and (with `--durable`) the full engine on
+//! SQLite with fsync.
 
 use anyhow::{ensure, Context};
 use clap::Args;
@@ -9,7 +10,7 @@ use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
 use ledger::executor::{Executed, IdSet};
 use ledger::Hash;
-use ledger::{BlockInfo, Executor, Limits, State, Timestamp, Transaction, TxStatus};
+use ledger::{BlockInfo, Executor, Limits, OrgId, State, Timestamp, Transaction, TxStatus};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -17,18 +18,48 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Which domain's transactions the benchmark generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadKind {
+    /// Two-account transfers.
+    Finance,
+    /// Custody handovers, checkpoints and lot operations.
+    #[value(name = "supply_chain")]
+    SupplyChain,
+    /// Record registrations, consent grants and consented accesses.
+    Healthcare,
+    /// A third of each, interleaved.
+    Mixed,
+}
+
+impl WorkloadKind {
+    fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Finance => "finance",
+            WorkloadKind::SupplyChain => "supply_chain",
+            WorkloadKind::Healthcare => "healthcare",
+            WorkloadKind::Mixed => "mixed",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Accounts, spread round-robin over the partitions.
+    /// What to generate.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Finance)]
+    pub workload: WorkloadKind,
+    /// Accounts (finance), or products, lots and patients (the other
+    /// domains), spread round-robin over the partitions.
     #[arg(long, default_value_t = 10_000)]
     pub accounts: usize,
-    /// Transfers to execute (after the genesis that opens and funds accounts).
+    /// Transactions to execute (after the genesis that sets up the accounts
+    /// and other entities).
     #[arg(long, default_value_t = 200_000)]
     pub txs: usize,
     /// Threads of the parallel executor.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Percentage of transfers whose two accounts are in different partitions.
+    /// Percentage of transactions that involve two organizations' partitions.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub cross_partition_pct: u8,
     /// Partitions (organizations, each with a finance partition).
@@ -37,10 +68,10 @@ pub struct ExecArgs {
     /// Seed of the workload generator: the same seed gives the same workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Transfers per block.
+    /// Transactions per block.
     #[arg(long, default_value_t = 10_000)]
     pub block_size: usize,
-    /// Percentage of transfers that touch only the hot accounts.
+    /// Percentage of finance transfers that touch only the hot accounts.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub hot_pct: u8,
     /// How many accounts are hot.
@@ -112,6 +143,57 @@ fn generate(a: &ExecArgs) -> anyhow::Result<Workload> {
         Limits::DEFAULT.batch_len_max
     );
     let partitions = a.partitions.min(a.accounts);
+    let orgs: Vec<OrgId> = (0..partitions)
+        .map(|p| OrgId::new(&org_name(p)))
+        .collect::<Result<_, _>>()?;
+    let uses = |k: WorkloadKind| a.workload == k || a.workload == WorkloadKind::Mixed;
+    let mut genesis = Vec::new();
+    if uses(WorkloadKind::Finance) {
+        genesis.extend(finance_genesis(a, partitions)?);
+    }
+    if uses(WorkloadKind::SupplyChain) {
+        genesis.extend(domains::supply_chain::workload::genesis(&orgs, a.accounts));
+    }
+    if uses(WorkloadKind::Healthcare) {
+        genesis.extend(domains::healthcare::workload::genesis(&orgs, a.accounts));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let cross = u32::from(a.cross_partition_pct);
+    let mut txs = Vec::with_capacity(a.txs);
+    for n in 0..a.txs {
+        let kind = match a.workload {
+            WorkloadKind::Mixed => [
+                WorkloadKind::Finance,
+                WorkloadKind::SupplyChain,
+                WorkloadKind::Healthcare,
+            ][rng.random_range(0..3)],
+            k => k,
+        };
+        txs.push(match kind {
+            WorkloadKind::SupplyChain => {
+                domains::supply_chain::workload::next(a.seed, n, &orgs, a.accounts, cross)
+            }
+            WorkloadKind::Healthcare => {
+                domains::healthcare::workload::next(a.seed, n, &orgs, a.accounts, cross)
+            }
+            _ => finance_transfer(a, partitions, &mut rng, n)?,
+        });
+    }
+    let chunk = |v: Vec<Transaction>| -> Vec<Vec<Transaction>> {
+        v.chunks(a.block_size)
+            .map(<[Transaction]>::to_vec)
+            .collect()
+    };
+    Ok(Workload {
+        genesis: chunk(genesis),
+        blocks: chunk(txs),
+        partitions,
+    })
+}
+
+/// Opens a treasury per organization and `--accounts` accounts, and funds
+/// every account from its organization's treasury.
+fn finance_genesis(a: &ExecArgs, partitions: usize) -> anyhow::Result<Vec<Transaction>> {
     let org_of = |i: usize| i % partitions;
     let mut genesis = Vec::new();
     for p in 0..partitions {
@@ -144,47 +226,45 @@ fn generate(a: &ExecArgs) -> anyhow::Result<Workload> {
             }),
         )?);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    Ok(genesis)
+}
+
+/// The `n`th transfer: between two random accounts (or two hot ones), in
+/// different partitions with probability `--cross-partition-pct`.
+fn finance_transfer(
+    a: &ExecArgs,
+    partitions: usize,
+    rng: &mut ChaCha8Rng,
+    n: usize,
+) -> anyhow::Result<Transaction> {
+    let org_of = |i: usize| i % partitions;
     let hot = a.hot_accounts.clamp(2, a.accounts);
-    let mut txs = Vec::with_capacity(a.txs);
-    for n in 0..a.txs {
-        let pool = if rng.random_range(0..100) < a.hot_pct {
-            hot
-        } else {
-            a.accounts
-        };
-        let from = rng.random_range(0..pool);
-        let cross = partitions > 1 && rng.random_range(0..100) < a.cross_partition_pct;
-        // Draw until the partition rule holds; bounded, then accept any other.
-        let mut to = rng.random_range(0..pool);
-        for _ in 0..64 {
-            let ok = to != from && (org_of(to) != org_of(from)) == cross;
-            if ok {
-                break;
-            }
-            to = rng.random_range(0..pool);
-        }
-        if to == from {
-            to = (from + 1) % pool;
-        }
-        let amount = rng.random_range(1..=100);
-        txs.push(transfer(
-            format!("t-{}-{n}", a.seed),
-            (org_of(from), from),
-            (org_of(to), to),
-            amount,
-        )?);
-    }
-    let chunk = |v: Vec<Transaction>| -> Vec<Vec<Transaction>> {
-        v.chunks(a.block_size)
-            .map(<[Transaction]>::to_vec)
-            .collect()
+    let pool = if rng.random_range(0..100) < a.hot_pct {
+        hot
+    } else {
+        a.accounts
     };
-    Ok(Workload {
-        genesis: chunk(genesis),
-        blocks: chunk(txs),
-        partitions,
-    })
+    let from = rng.random_range(0..pool);
+    let cross = partitions > 1 && rng.random_range(0..100) < a.cross_partition_pct;
+    // Draw until the partition rule holds; bounded, then accept any other.
+    let mut to = rng.random_range(0..pool);
+    for _ in 0..64 {
+        let ok = to != from && (org_of(to) != org_of(from)) == cross;
+        if ok {
+            break;
+        }
+        to = rng.random_range(0..pool);
+    }
+    if to == from {
+        to = (from + 1) % pool;
+    }
+    let amount = rng.random_range(1..=100);
+    transfer(
+        format!("t-{}-{n}", a.seed),
+        (org_of(from), from),
+        (org_of(to), to),
+        amount,
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -362,6 +442,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
 
     let n = a.txs as f64;
     let mut report = json!({
+        "workload": a.workload.name(),
         "txs": a.txs,
         "threads": a.threads,
         "accounts": a.accounts,
