@@ -38,10 +38,9 @@
 //! transfer must hold its currency. Per currency, total debits equal total
 //! credits (pending and posted alike) after any sequence of transactions.
 
-use ledger::model::InvalidId;
 use ledger::{
-    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, FunctionName,
-    OrgId, PartitionId, Prepared, State, Transaction, TxContext, TxId, UserId,
+    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, OrgId,
+    PartitionId, Prepared, State, Transaction, TxContext, TxId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -319,25 +318,6 @@ pub struct PendingTransfer {
 pub struct AccountAddress {
     pub org: String,
     pub account: String,
-}
-
-/// A finance transaction from `submitter` of `org`, with `args` as JSON.
-/// Fails only when an identifier is malformed.
-pub fn transaction(
-    id: &str,
-    org: &str,
-    submitter: &str,
-    function: &str,
-    args: &serde_json::Value,
-) -> Result<Transaction, InvalidId> {
-    Ok(Transaction::new(
-        TxId::new(id)?,
-        FINANCE,
-        FunctionName::new(function)?,
-        args,
-        UserId::new(submitter)?,
-        OrgId::new(org)?,
-    ))
 }
 
 /// `acct/{account}`.

@@ -74,10 +74,9 @@
 //! partition; `consent_granted`, `consent_revoked` in both the custodian's
 //! and the grantee's. Events carry ids, never pointers.
 
-use ledger::model::InvalidId;
 use ledger::{
-    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, FunctionName,
-    OrgId, PartitionId, Prepared, Transaction, TxContext, TxId, UserId,
+    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, OrgId,
+    PartitionId, Prepared, Transaction, TxContext, TxId, UserId,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -467,25 +466,6 @@ pub struct AccessRecordArgs {
 
 // ---------------------------------------------------------------------------
 // The chaincode.
-
-/// A healthcare transaction from `submitter` of `org`, with `args` as JSON.
-/// Fails only when an identifier is malformed.
-pub fn transaction(
-    id: &str,
-    org: &str,
-    submitter: &str,
-    function: &str,
-    args: &serde_json::Value,
-) -> Result<Transaction, InvalidId> {
-    Ok(Transaction::new(
-        TxId::new(id)?,
-        HEALTHCARE,
-        FunctionName::new(function)?,
-        args,
-        UserId::new(submitter)?,
-        OrgId::new(org)?,
-    ))
-}
 
 /// The healthcare chaincode.
 #[derive(Debug, Clone)]

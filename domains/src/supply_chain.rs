@@ -135,10 +135,7 @@ pub use records::{
     Shipment, ShipmentStatus, Step, StepKind, FORMAT,
 };
 
-use ledger::model::InvalidId;
-use ledger::{
-    Chaincode, ChaincodeError, DomainId, FunctionName, OrgId, Prepared, Transaction, TxId, UserId,
-};
+use ledger::{Chaincode, ChaincodeError, DomainId, Prepared, Transaction};
 
 pub const DOMAIN: &str = "supply_chain";
 pub const SUPPLY_CHAIN: DomainId = DomainId::from_static(DOMAIN);
@@ -217,25 +214,6 @@ pub mod errors {
     pub const SHIPMENT_CLOSED: Code = Code::from_static("SUPPLY:SHIPMENT_CLOSED");
     /// The lots (or receiver) restated do not match the shipment.
     pub const MANIFEST_MISMATCH: Code = Code::from_static("SUPPLY:MANIFEST_MISMATCH");
-}
-
-/// A supply chain transaction from `submitter` of `org`, with `args` as
-/// JSON. Fails only when an identifier is malformed.
-pub fn transaction(
-    id: &str,
-    org: &str,
-    submitter: &str,
-    function: &str,
-    args: &serde_json::Value,
-) -> Result<Transaction, InvalidId> {
-    Ok(Transaction::new(
-        TxId::new(id)?,
-        SUPPLY_CHAIN,
-        FunctionName::new(function)?,
-        args,
-        UserId::new(submitter)?,
-        OrgId::new(org)?,
-    ))
 }
 
 /// The supply chain chaincode.

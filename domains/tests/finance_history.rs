@@ -9,7 +9,7 @@ use ledger::{OrgId, Timestamp, Transaction};
 use serde_json::json;
 
 fn tx(id: &str, org: &str, function: &str, args: serde_json::Value) -> Transaction {
-    finance::transaction(id, org, "clerk", function, &args).unwrap()
+    domains::transaction(finance::FINANCE, id, org, "clerk", function, &args).unwrap()
 }
 
 fn xfer(id: &str, from: (&str, &str), to: (&str, &str), amount: u64) -> Transaction {

@@ -606,7 +606,8 @@ fn access_without_consent_is_rejected_with_its_code_and_leaves_nothing() {
 fn a_denied_access_declares_the_custodian_partition_so_the_ledger_indexes_it_there() {
     // The ledger indexes a transaction under every partition of its
     // footprint, rejected or not: the custodian's audit trail shows denials.
-    let t = hc::transaction(
+    let t = domains::transaction(
+        hc::HEALTHCARE,
         "deny-1",
         LAB,
         "u@lab",

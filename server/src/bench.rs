@@ -109,8 +109,13 @@ fn make_tx(
     args: serde_json::Value,
 ) -> anyhow::Result<Transaction> {
     let submitter = format!("bench@{org}");
-    Ok(domains::finance::transaction(
-        &id, org, &submitter, function, &args,
+    Ok(domains::transaction(
+        domains::finance::FINANCE,
+        &id,
+        org,
+        &submitter,
+        function,
+        &args,
     )?)
 }
 

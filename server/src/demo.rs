@@ -21,8 +21,13 @@ fn tx(
     args: serde_json::Value,
 ) -> anyhow::Result<Transaction> {
     let submitter = format!("admin@{org}");
-    Ok(domains::finance::transaction(
-        &id, org, &submitter, function, &args,
+    Ok(domains::transaction(
+        domains::finance::FINANCE,
+        &id,
+        org,
+        &submitter,
+        function,
+        &args,
     )?)
 }
 
@@ -30,8 +35,7 @@ fn tx(
 pub fn create_consortium(submitter: &Submitter) -> anyhow::Result<()> {
     let mut waiting = Vec::new();
     for org in ORGS {
-        let treasury =
-            json!({"account": "treasury", "currency": CURRENCY, "limit": "none"});
+        let treasury = json!({"account": "treasury", "currency": CURRENCY, "limit": "none"});
         let operating = json!({"account": "operating", "currency": CURRENCY});
         let fund = json!({
             "from": {"org": org, "account": "treasury"},

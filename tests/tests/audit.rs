@@ -9,7 +9,15 @@ use ledger::{OrgId, PartitionId, Transaction, UserId};
 use serde_json::json;
 
 fn tx(id: String, org: &str, user: &str, function: &str, args: serde_json::Value) -> Transaction {
-    domains::finance::transaction(&id, org, &format!("{user}@{org}"), function, &args).unwrap()
+    domains::transaction(
+        domains::finance::FINANCE,
+        &id,
+        org,
+        &format!("{user}@{org}"),
+        function,
+        &args,
+    )
+    .unwrap()
 }
 
 const ORGS: [&str; 3] = ["o1", "o2", "o3"];
@@ -21,8 +29,20 @@ fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
         .iter()
         .flat_map(|o| {
             [
-                tx(format!("t-{o}"), o, "admin", "open_account", json!({"account": "treasury", "currency": "EUR", "limit": "none"})),
-                tx(format!("a-{o}"), o, "admin", "open_account", json!({"account": "a", "currency": "EUR"})),
+                tx(
+                    format!("t-{o}"),
+                    o,
+                    "admin",
+                    "open_account",
+                    json!({"account": "treasury", "currency": "EUR", "limit": "none"}),
+                ),
+                tx(
+                    format!("a-{o}"),
+                    o,
+                    "admin",
+                    "open_account",
+                    json!({"account": "a", "currency": "EUR"}),
+                ),
             ]
         })
         .collect::<Vec<_>>()];

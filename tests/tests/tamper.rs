@@ -13,7 +13,15 @@ use serde_json::json;
 use std::path::Path;
 
 fn tx(id: String, org: &str, function: &str, args: serde_json::Value) -> Transaction {
-    domains::finance::transaction(&id, org, "tamper@test", function, &args).unwrap()
+    domains::transaction(
+        domains::finance::FINANCE,
+        &id,
+        org,
+        "tamper@test",
+        function,
+        &args,
+    )
+    .unwrap()
 }
 
 /// A ledger of five blocks: accounts in two organizations, then transfers.

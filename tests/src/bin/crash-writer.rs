@@ -15,7 +15,8 @@ fn tx(
     function: &str,
     args: serde_json::Value,
 ) -> anyhow::Result<Transaction> {
-    Ok(domains::finance::transaction(
+    Ok(domains::transaction(
+        domains::finance::FINANCE,
         &id,
         org,
         "crash@test",
@@ -39,8 +40,12 @@ fn main() -> anyhow::Result<()> {
         let txs = if h == 1 {
             let mut v = Vec::new();
             for org in orgs {
-                v.push(tx(format!("open-t-{org}"), org, "open_account",
-                    json!({"account": "treasury", "currency": "EUR", "limit": "none"}))?);
+                v.push(tx(
+                    format!("open-t-{org}"),
+                    org,
+                    "open_account",
+                    json!({"account": "treasury", "currency": "EUR", "limit": "none"}),
+                )?);
                 for a in 0..20 {
                     v.push(tx(
                         format!("open-{org}-{a}"),
