@@ -118,7 +118,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     if args.demo {
         if fresh {
-            demo::create_consortium(&submitter)?;
+            let n = demo::create_consortium(&submitter, now_ms())?;
+            tracing::info!(transactions = n, "demo consortium created");
         }
         if args.demo_load > 0 {
             demo::spawn_load(submitter.clone(), args.demo_load, stop.clone())?;

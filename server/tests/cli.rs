@@ -263,4 +263,62 @@ fn serve_runs_the_demo_answers_health_checks_and_stops_cleanly_on_sigterm() {
 
     let v = parledger(&["verify", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v.stderr));
+    demo_history_is_there(dir.path());
+}
+
+/// What a new user finds in the demo: accounts in every organization with
+/// a pending payment, a lot's provenance across three organizations with
+/// its cold-chain breach and recall, and a record's access log.
+fn demo_history_is_there(dir: &Path) {
+    use domains::{finance, healthcare, supply_chain};
+    use ledger::engine::{Engine, EngineConfig};
+    use ledger::OrgId;
+    let engine = Engine::open(&EngineConfig::new(dir), domains::registry()).unwrap();
+    let state = engine.state();
+    let org = |s: &str| OrgId::new(s).unwrap();
+    for o in [
+        "acme-bank",
+        "umbrella-pharma",
+        "globex-logistics",
+        "initech-health",
+    ] {
+        let accounts = finance::accounts(state, &org(o), None, 10);
+        assert!(accounts.len() >= 2, "{o}: {accounts:?}");
+    }
+    let pending = finance::pending_transfers(state, &org("initech-health"), None, 10);
+    let states: Vec<_> = pending.iter().map(|p| p.state).collect();
+    assert_eq!(
+        states,
+        [
+            finance::PendingState::Posted,
+            finance::PendingState::Pending
+        ]
+    );
+
+    let vax = |lot: &str| supply_chain::LotId {
+        manufacturer: org("umbrella-pharma"),
+        gtin: supply_chain::Gtin::parse("09506000134352").unwrap(),
+        lot: supply_chain::LotNumber::new(lot).unwrap(),
+    };
+    let trail = supply_chain::query::provenance(state, &vax("VAX-2026-001"), None, 100);
+    let actors: std::collections::BTreeSet<String> =
+        trail.steps.iter().map(|s| s.step.org.to_string()).collect();
+    assert_eq!(actors.len(), 3, "{trail:?}");
+    let breached = supply_chain::query::lot(state, &vax("VAX-2026-002")).unwrap();
+    assert!(breached.recalled, "{breached:?}");
+    assert_eq!(breached.custodian, Some(org("globex-logistics")));
+
+    let log = healthcare::access_log(
+        state,
+        &org("initech-health"),
+        "pt-5eed0000",
+        Some("r0"),
+        &healthcare::PageRequest {
+            after: None,
+            limit: 10,
+        },
+    )
+    .unwrap();
+    assert_eq!(log.items.len(), 1);
+    assert_eq!(log.items[0].org, org("umbrella-pharma"));
 }
