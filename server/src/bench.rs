@@ -289,7 +289,7 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     b
 }
 
-type ExecFn<'a> = dyn Fn(&State, &IdSet, BlockInfo, &[Transaction]) -> Executed + 'a;
+type ExecFn<'a> = dyn Fn(&State, &IdSet, BlockInfo, &[Transaction]) -> Executed + Sync + 'a;
 
 /// What a run produced: seconds spent executing and applying (only), a
 /// digest of every outcome in order, and how many committed.
@@ -326,7 +326,9 @@ fn run_in_memory(
             timestamp: Timestamp(height),
         };
         let started = Instant::now();
-        let executed = exec(state, known, info, b);
+        // On the pool: the sequential reference runs on its one thread, so
+        // that it allocates and frees on the same thread as the parallel runs do.
+        let executed = pool.install(|| exec(state, known, info, b));
         exec_secs += started.elapsed().as_secs_f64();
         pool.install(|| state.apply(height, &State::changes_of(height, &executed.outcomes)));
         known.extend(executed.digests.iter().copied());
@@ -336,6 +338,8 @@ fn run_in_memory(
             digest.update(o.hash().as_bytes());
             committed += usize::from(o.status == TxStatus::Committed);
         }
+        // Freed by the threads that allocated them (see `ledger::release`).
+        ledger::executor::release(pool, out);
         progress.inc(1);
     }
     progress.finish_and_clear();
