@@ -22,7 +22,7 @@ pub use chaincode::{
     Target, TxContext,
 };
 pub use error::{codes, Code, LedgerError};
-pub use executor::{Executor, KnownIds};
+pub use executor::{Executor, KnownIds, Schedule};
 pub use hash::Hash;
 pub use model::{
     DomainId, Event, FunctionName, Limits, OrgId, PartitionId, Timestamp, Transaction, TxId,

@@ -13,7 +13,7 @@ use crate::executor::FastState;
 use crate::hash::{tag, Canon, Hash};
 use crate::merkle;
 use crate::model::{PartitionId, TxOutcome, Version};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 /// A live value and where it was last written.
@@ -175,10 +175,12 @@ fn group(height: u64, first: usize, outcomes: &[TxOutcome]) -> Vec<Group<'_>> {
     groups
 }
 
-/// All partitions.
+/// All partitions: hashed for execution's lookups (two per transfer), and
+/// their ids kept in order for the state root and ordered iteration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    partitions: BTreeMap<PartitionId, PartitionState>,
+    partitions: HashMap<PartitionId, PartitionState, FastState>,
+    order: Vec<PartitionId>,
 }
 
 impl State {
@@ -194,8 +196,11 @@ impl State {
         self.partitions.get(partition)
     }
 
+    /// Every partition, in partition order.
     pub fn partitions(&self) -> impl Iterator<Item = (&PartitionId, &PartitionState)> {
-        self.partitions.iter()
+        self.order
+            .iter()
+            .filter_map(|pid| Some((pid, self.partitions.get(pid)?)))
     }
 
     /// Live entries of `partition` under `prefix`, in key order.
@@ -255,21 +260,20 @@ impl State {
         use rayon::prelude::*;
         for (pid, _) in &changes.partitions {
             if !self.partitions.contains_key(*pid) {
-                self.partitions
-                    .insert((*pid).clone(), PartitionState::default());
+                self.insert_partition((*pid).clone(), PartitionState::default());
             }
         }
-        // Both sides are in partition order: pair them in one merge walk.
-        let mut work: Vec<(&mut PartitionState, &[NetWrite<'_>])> = Vec::new();
-        let mut pending = changes.partitions.iter().peekable();
-        for (pid, part) in self.partitions.iter_mut() {
-            if let Some((cp, writes)) = pending.peek() {
-                if *cp == pid {
-                    work.push((part, writes.as_slice()));
-                    pending.next();
-                }
-            }
-        }
+        let changed: HashMap<&PartitionId, &[NetWrite<'_>], FastState> = changes
+            .partitions
+            .iter()
+            .map(|(pid, writes)| (*pid, writes.as_slice()))
+            .collect();
+        // Partitions are independent: the order of this list does not matter.
+        let mut work: Vec<(&mut PartitionState, &[NetWrite<'_>])> = self
+            .partitions
+            .iter_mut()
+            .filter_map(|(pid, part)| Some((part, *changed.get(pid)?)))
+            .collect();
         work.par_iter_mut().for_each(|(part, writes)| {
             part.root = next_partition_root(&part.root, height, writes);
             part.height = height;
@@ -288,8 +292,7 @@ impl State {
     /// Merkle root over every partition's root, in partition order.
     pub fn root(&self) -> Hash {
         let leaves: Vec<Hash> = self
-            .partitions
-            .iter()
+            .partitions()
             .map(|(pid, p)| state_leaf(pid, &p.root))
             .collect();
         merkle::root(&leaves)
@@ -297,6 +300,9 @@ impl State {
 
     /// Restores a partition from storage (used when opening a data directory).
     pub fn insert_partition(&mut self, pid: PartitionId, part: PartitionState) {
+        if let Err(at) = self.order.binary_search(&pid) {
+            self.order.insert(at, pid.clone());
+        }
         self.partitions.insert(pid, part);
     }
 }

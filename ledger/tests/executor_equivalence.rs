@@ -1,7 +1,8 @@
 //! The parallel executor must be indistinguishable from the sequential
 //! reference: same outcomes, same declared partitions, hence the same state
-//! root, whatever the pool size and whether or not the sequential fallback is
-//! allowed (without it the DAG scheduler runs even on fully conflicting batches).
+//! root, whatever the pool size and the schedule: the pipeline (parallel
+//! admission ahead of in-order execution), the dependency graph (forced even
+//! on fully conflicting batches), and the automatic choice between them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -9,7 +10,8 @@ mod support;
 use ledger::executor::Executed;
 use ledger::executor::IdSet;
 use ledger::{
-    codes, BlockInfo, Code, Executor, Limits, State, Transaction, TxId, TxOutcome, TxStatus,
+    codes, BlockInfo, Code, Executor, Limits, Schedule, State, Transaction, TxId, TxOutcome,
+    TxStatus,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -17,8 +19,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 use support::*;
 
-/// Pool sizes the parallel executor is checked on. One thread takes the
-/// sequential path inside `execute_parallel`; three is deliberately odd.
+/// Pool sizes the parallel executor is checked on. On one thread the
+/// pipeline's executing thread admits every chunk itself; three is
+/// deliberately odd.
 const THREADS: [usize; 4] = [1, 2, 3, 8];
 
 fn pools() -> &'static [(usize, rayon::ThreadPool)] {
@@ -64,8 +67,8 @@ fn first_difference(txs: &[Transaction], a: &Executed, b: &Executed) -> Option<S
     ))
 }
 
-/// Runs `txs` sequentially and in parallel on every pool, with and without
-/// the sequential fallback, and checks that the executions and the states
+/// Runs `txs` sequentially and in parallel on every pool with every
+/// schedule, and checks that the executions and the states
 /// they lead to are identical. Returns the sequential execution and the state
 /// after it.
 fn assert_equivalent(
@@ -82,23 +85,25 @@ fn assert_equivalent(
         block.height,
         &State::changes_of(block.height, &seq.outcomes),
     );
-    for fallback in [true, false] {
-        let exec =
-            Executor::new(registry.clone(), Limits::DEFAULT).with_sequential_fallback(fallback);
+    for schedule in [Schedule::Auto, Schedule::Pipeline, Schedule::Graph] {
+        let exec = Executor::new(registry.clone(), Limits::DEFAULT).with_schedule(schedule);
         for (threads, pool) in pools() {
             let par = exec.execute_parallel(pool, state, known, block, txs);
             if let Some(diff) = first_difference(txs, &seq, &par) {
-                panic!("threads={threads} fallback={fallback}: {diff}");
+                panic!("threads={threads} schedule={schedule:?}: {diff}");
             }
             let mut par_state = state.clone();
             let par_root = par_state.apply(
                 block.height,
                 &State::changes_of(block.height, &par.outcomes),
             );
-            assert_eq!(par_root, seq_root, "threads={threads} fallback={fallback}");
+            assert_eq!(
+                par_root, seq_root,
+                "threads={threads} schedule={schedule:?}"
+            );
             assert_eq!(
                 par_state, seq_state,
-                "threads={threads} fallback={fallback}"
+                "threads={threads} schedule={schedule:?}"
             );
         }
     }

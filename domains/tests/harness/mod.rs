@@ -6,7 +6,7 @@
 use domains::registry;
 use ledger::executor::IdSet;
 use ledger::{
-    BlockInfo, Code, DomainId, Executor, FunctionName, Limits, OrgId, PartitionId, State,
+    BlockInfo, Code, DomainId, Executor, FunctionName, Limits, OrgId, PartitionId, Schedule, State,
     Timestamp, Transaction, TxId, TxOutcome, TxStatus, UserId,
 };
 use serde_json::Value;
@@ -90,13 +90,24 @@ impl Ledger {
             height: self.height + 1,
             timestamp: Timestamp(self.now_ms.max((self.height + 1) * self.ms_per_block)),
         };
-        let par = self
-            .executor
-            .clone()
-            .with_sequential_fallback(false)
-            .execute_parallel(pool, &self.state, &self.known, info, &txs);
+        let runs: Vec<_> = [Schedule::Graph, Schedule::Pipeline]
+            .into_iter()
+            .map(|schedule| {
+                let par = self
+                    .executor
+                    .clone()
+                    .with_schedule(schedule)
+                    .execute_parallel(pool, &self.state, &self.known, info, &txs);
+                (schedule, par)
+            })
+            .collect();
         let seq = self.block(txs);
-        assert_eq!(par.outcomes, seq, "parallel and sequential outcomes differ");
+        for (schedule, par) in runs {
+            assert_eq!(
+                par.outcomes, seq,
+                "{schedule:?} and sequential outcomes differ"
+            );
+        }
         seq
     }
 
