@@ -21,6 +21,7 @@ use crate::chaincode::{
 use crate::error::{codes, Code};
 use crate::model::{IdDigest, Limits, PartitionId, Transaction, TxOutcome, TxStatus};
 use crate::state::State;
+use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -322,10 +323,7 @@ impl Executor {
                 for _ in 1..pool.current_num_threads() {
                     scope.spawn(|_| while admit_next() {});
                 }
-                let mut view = SeqView {
-                    base: state,
-                    overlay: HashMap::default(),
-                };
+                let mut view = SeqView::new(state);
                 let mut seen: IdSet =
                     HashSet::with_capacity_and_hasher(txs.len(), PassThroughState::default());
                 let mut out = Vec::with_capacity(txs.len());
@@ -380,17 +378,20 @@ impl Executor {
 
     /// Executes one admitted transaction on the sequential view and makes
     /// its writes visible to the transactions after it.
-    fn step(
+    fn step<'a>(
         &self,
-        view: &mut SeqView<'_>,
+        view: &mut SeqView<'a>,
         block: BlockInfo,
         tx: &Transaction,
         index: usize,
-        admitted: &Admitted,
+        admitted: &'a Admitted,
     ) -> TxOutcome {
         let outcome = match admitted {
             Err(rejected) => rejected.outcome(),
-            Ok(ready) => self.call(tx, block, index, &ready.prepared, view),
+            Ok(ready) => {
+                view.hashes = &ready.hashes;
+                self.call(tx, block, index, &ready.prepared, view)
+            }
         };
         for w in &outcome.writes {
             view.write(&w.partition, &w.key, &w.value);
@@ -504,10 +505,7 @@ impl Executor {
         txs: &[Transaction],
         admitted: &[Admitted],
     ) -> Vec<TxOutcome> {
-        let mut view = SeqView {
-            base: state,
-            overlay: HashMap::default(),
-        };
+        let mut view = SeqView::new(state);
         txs.iter()
             .zip(admitted)
             .enumerate()
@@ -610,28 +608,50 @@ fn duplicates_sharded(known: &dyn KnownIds, digests: &[IdDigest], shards: usize)
 /// Sequential view: the state before the batch plus the batch's writes so far.
 struct SeqView<'a> {
     base: &'a State,
-    overlay: HashMap<PartitionId, SeqOverlay, FastState>,
+    /// Keys written earlier in the batch, in one table hashed by
+    /// [`key_hash`]: a read of a declared key reuses the hash computed at
+    /// admission (on another thread, in the pipeline), so the executing
+    /// thread neither hashes nor walks a per-partition map.
+    overlay: HashTable<Written>,
+    /// The declared accesses' hashes of the transaction being executed.
+    hashes: &'a [u64],
 }
 
-/// One partition's writes so far in the batch (`None`: deleted), hashed for
-/// the point reads of execution. Not ordered: keeping the keys sorted cost
-/// an eighth of execution, for scans that few calls make (a scan sorts the
-/// matching keys instead).
-#[derive(Default)]
-struct SeqOverlay {
-    values: HashMap<Vec<u8>, Option<Vec<u8>>, FastState>,
+/// A key written earlier in the batch (`None`: deleted).
+struct Written {
+    hash: u64,
+    partition: PartitionId,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
 }
 
-impl SeqView<'_> {
+impl<'a> SeqView<'a> {
+    fn new(base: &'a State) -> Self {
+        SeqView {
+            base,
+            overlay: HashTable::new(),
+            hashes: &[],
+        }
+    }
+
     fn write(&mut self, partition: &PartitionId, key: &[u8], value: &Option<Vec<u8>>) {
-        let o = match self.overlay.get_mut(partition) {
-            Some(o) => o,
-            None => self.overlay.entry(partition.clone()).or_default(),
-        };
-        match o.values.get_mut(key) {
-            Some(v) => v.clone_from(value),
+        let hash = key_hash(partition, key);
+        match self
+            .overlay
+            .find_mut(hash, |w| w.key == key && w.partition == *partition)
+        {
+            Some(w) => w.value.clone_from(value),
             None => {
-                o.values.insert(key.to_vec(), value.clone());
+                self.overlay.insert_unique(
+                    hash,
+                    Written {
+                        hash,
+                        partition: partition.clone(),
+                        key: key.to_vec(),
+                        value: value.clone(),
+                    },
+                    |w| w.hash,
+                );
             }
         }
     }
@@ -639,12 +659,14 @@ impl SeqView<'_> {
 
 impl ReadView for SeqView<'_> {
     fn get(&self, slot: Slot<'_>) -> Option<Vec<u8>> {
-        if let Some(v) = self
-            .overlay
-            .get(slot.partition)
-            .and_then(|m| m.values.get(slot.key))
-        {
-            return v.clone();
+        let hash = slot
+            .declared
+            .and_then(|d| self.hashes.get(d).copied())
+            .unwrap_or_else(|| key_hash(slot.partition, slot.key));
+        if let Some(w) = self.overlay.find(hash, |w| {
+            w.key == slot.key && w.partition == *slot.partition
+        }) {
+            return w.value.clone();
         }
         self.base
             .get(slot.partition, slot.key)
@@ -657,14 +679,17 @@ impl ReadView for SeqView<'_> {
             .scan(partition, prefix)
             .map(|(k, e)| (k.clone(), e.value.clone()))
             .collect();
-        if let Some(m) = self.overlay.get(partition) {
-            // Unordered, but each key appears once: the merge order is free.
-            for (k, v) in m.values.iter().filter(|(k, _)| k.starts_with(prefix)) {
-                match v {
-                    Some(v) => merged.insert(k.clone(), v.clone()),
-                    None => merged.remove(k),
-                };
-            }
+        // Unordered, but each key appears once: the merge order is free. A
+        // scan walks the whole overlay; few calls scan, and none on a hot path.
+        let under = self
+            .overlay
+            .iter()
+            .filter(|w| w.partition == *partition && w.key.starts_with(prefix));
+        for w in under {
+            match &w.value {
+                Some(v) => merged.insert(w.key.clone(), v.clone()),
+                None => merged.remove(&w.key),
+            };
         }
         merged.into_iter().collect()
     }
@@ -681,10 +706,16 @@ fn range_under<'m, K: AsRef<[u8]> + Ord + std::borrow::Borrow<[u8]>, V>(
 /// Hash of a declared access: by partition and key (a prefix hashes like the
 /// key it is). One process-wide seed, so every thread agrees.
 fn access_hash(a: &Access) -> u64 {
-    static SEED: OnceLock<FastState> = OnceLock::new();
     let (Target::Key(k) | Target::Prefix(k)) = &a.target;
+    key_hash(&a.partition, k)
+}
+
+/// Hash of a key in a partition; one process-wide seed, so every thread
+/// agrees.
+fn key_hash(partition: &PartitionId, key: &[u8]) -> u64 {
+    static SEED: OnceLock<FastState> = OnceLock::new();
     SEED.get_or_init(FastState::default)
-        .hash_one((&a.partition, k.as_slice()))
+        .hash_one((partition, key))
 }
 
 fn partition_hash(p: &PartitionId) -> u64 {
