@@ -323,7 +323,7 @@ impl Executor {
                 for _ in 1..pool.current_num_threads() {
                     scope.spawn(|_| while admit_next() {});
                 }
-                let mut view = SeqView::new(state);
+                let mut view = SeqView::new(state, txs.len());
                 let mut seen: IdSet =
                     HashSet::with_capacity_and_hasher(txs.len(), PassThroughState::default());
                 let mut out = Vec::with_capacity(txs.len());
@@ -505,7 +505,7 @@ impl Executor {
         txs: &[Transaction],
         admitted: &[Admitted],
     ) -> Vec<TxOutcome> {
-        let mut view = SeqView::new(state);
+        let mut view = SeqView::new(state, txs.len());
         txs.iter()
             .zip(admitted)
             .enumerate()
@@ -626,10 +626,12 @@ struct Written {
 }
 
 impl<'a> SeqView<'a> {
-    fn new(base: &'a State) -> Self {
+    /// A view for a batch of `len` transactions: the overlay is sized for
+    /// two writes each up front, so it never rehashes on the critical path.
+    fn new(base: &'a State, len: usize) -> Self {
         SeqView {
             base,
-            overlay: HashTable::new(),
+            overlay: HashTable::with_capacity(len.saturating_mul(2)),
             hashes: &[],
         }
     }
