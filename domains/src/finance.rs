@@ -965,6 +965,11 @@ impl Chaincode for Finance {
         &self.domain
     }
 
+    /// Transfers decode and encode fixed-size binary accounts.
+    fn light(&self) -> bool {
+        true
+    }
+
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError> {
         match tx.function.as_str() {
             "transfer" => {

@@ -221,6 +221,13 @@ pub trait Chaincode: Send + Sync {
 
     /// Decodes `tx` and declares its footprint. Must depend only on `tx`.
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError>;
+
+    /// Whether executing a typical call costs about as little as preparing
+    /// it (binary values, a few keys: transfers), rather than clearly more
+    /// (JSON records). Only a scheduling hint: see [`crate::Schedule`].
+    fn light(&self) -> bool {
+        false
+    }
 }
 
 /// The installed chaincode, by domain.

@@ -11,7 +11,7 @@
 use crate::block::{tx_leaves, BlockHeader, OrderedBatch, Receipt};
 use crate::chaincode::{BlockInfo, Registry};
 use crate::error::LedgerError;
-use crate::executor::{Executor, IdSet};
+use crate::executor::{Executor, IdSet, Schedule};
 use crate::hash::Hash;
 use crate::merkle;
 use crate::model::{
@@ -35,6 +35,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Threads of the execution pool.
     pub threads: usize,
+    /// How the executor schedules a block on them.
+    pub schedule: Schedule,
     /// `Full` in production: a block is durable when `apply` returns.
     pub chain_sync: Sync,
     pub state_sync: Sync,
@@ -50,6 +52,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             limits: Limits::DEFAULT,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            schedule: Schedule::Auto,
             chain_sync: Sync::Full,
             state_sync: Sync::Normal,
             state_queue_len_max: 8,
@@ -408,7 +411,7 @@ impl Engine {
             },
         )?;
         Ok(Engine {
-            executor: Executor::new(registry, config.limits),
+            executor: Executor::new(registry, config.limits).with_schedule(config.schedule),
             pool,
             state,
             known,

@@ -10,7 +10,9 @@ use ledger::block::OrderedBatch;
 use ledger::engine::{Engine, EngineConfig};
 use ledger::executor::{Executed, IdSet};
 use ledger::Hash;
-use ledger::{BlockInfo, Executor, Limits, OrgId, State, Timestamp, Transaction, TxStatus};
+use ledger::{
+    BlockInfo, Executor, Limits, OrgId, Schedule, State, Timestamp, Transaction, TxStatus,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -43,8 +45,39 @@ impl WorkloadKind {
     }
 }
 
+/// The parallel executor's schedule (see `ledger::Schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    Auto,
+    Pipeline,
+    Graph,
+}
+
+impl ScheduleArg {
+    fn schedule(self) -> Schedule {
+        match self {
+            ScheduleArg::Auto => Schedule::Auto,
+            ScheduleArg::Pipeline => Schedule::Pipeline,
+            ScheduleArg::Graph => Schedule::Graph,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ScheduleArg::Auto => "auto",
+            ScheduleArg::Pipeline => "pipeline",
+            ScheduleArg::Graph => "graph",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// How the parallel executor schedules each block: `pipeline` (admission
+    /// on other threads ahead of in-order execution), `graph` (disjoint
+    /// transactions at once), or `auto`.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Auto)]
+    pub schedule: ScheduleArg,
     /// What to generate.
     #[arg(long, value_enum, default_value_t = WorkloadKind::Finance)]
     pub workload: WorkloadKind,
@@ -355,7 +388,8 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     ensure!(a.threads >= 1, "--threads must be at least 1");
     ensure!(a.rounds >= 1, "--rounds must be at least 1");
     let w = generate(&a)?;
-    let executor = Executor::new(domains::registry(), Limits::DEFAULT);
+    let executor =
+        Executor::new(domains::registry(), Limits::DEFAULT).with_schedule(a.schedule.schedule());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
         .build()
@@ -452,6 +486,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let n = a.txs as f64;
     let mut report = json!({
         "workload": a.workload.name(),
+        "schedule": a.schedule.name(),
         "txs": a.txs,
         "threads": a.threads,
         "accounts": a.accounts,
@@ -484,6 +519,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
         };
         let mut config = EngineConfig::new(&dir);
         config.threads = a.threads;
+        config.schedule = a.schedule.schedule();
         let mut engine = Engine::open(&config, domains::registry())?;
         ensure!(
             engine.height() == 0,
