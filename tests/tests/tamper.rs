@@ -221,7 +221,12 @@ fn an_inserted_state_row_is_caught() {
 
 #[test]
 fn a_deleted_audit_index_row_is_caught() {
-    let e = tampered("DELETE FROM tx_by_org WHERE height = 3 AND idx = 2;", "");
+    // Drop position 2 from its (organization, submitter, block) row.
+    let e = tampered(
+        "UPDATE tx_by_org SET idxs = trim(replace(',' || idxs || ',', ',2,', ','), ',') \
+         WHERE height = 3 AND (',' || idxs || ',') LIKE '%,2,%';",
+        "",
+    );
     assert!(
         matches!(
             e,
@@ -233,6 +238,13 @@ fn a_deleted_audit_index_row_is_caught() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn a_garbled_audit_index_list_is_caught_at_its_block() {
+    let e = tampered("UPDATE tx_by_org SET idxs = '1,x' WHERE height = 3;", "");
+    assert_eq!(e.height(), Some(3), "{e}");
+    assert!(e.to_string().contains("index list"), "{e}");
 }
 
 #[test]

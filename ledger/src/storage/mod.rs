@@ -269,21 +269,31 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
             )
         })
         .collect();
-    let mut by_org: Vec<(&str, &str, i32)> = b
+    let mut by_org: Vec<(&str, &str, u32)> = b
         .txs
         .iter()
         .enumerate()
-        .map(|(i, tx)| (tx.org.as_str(), tx.submitter.as_str(), i as i32))
+        .map(|(i, tx)| (tx.org.as_str(), tx.submitter.as_str(), i as u32))
         .collect();
     by_org.sort_unstable();
-    let org_rows: Vec<_> = by_org
+    let mut grouped: Vec<(&str, &str, String)> = Vec::new();
+    for (org, submitter, i) in by_org {
+        match grouped.last_mut() {
+            Some((o, u, list)) if *o == org && *u == submitter => {
+                list.push(',');
+                list.push_str(&i.to_string());
+            }
+            _ => grouped.push((org, submitter, i.to_string())),
+        }
+    }
+    let org_rows: Vec<_> = grouped
         .iter()
-        .map(|(org, submitter, i)| {
+        .map(|(org, submitter, idxs)| {
             (
                 tx_by_org::org.eq(*org),
                 tx_by_org::submitter.eq(*submitter),
                 tx_by_org::height.eq(height),
-                tx_by_org::idx.eq(*i),
+                tx_by_org::idxs.eq(idxs.as_str()),
             )
         })
         .collect();
@@ -334,6 +344,29 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
         }
     }
     Ok(())
+}
+
+/// Positions listed by grouped index rows (`height`, ascending
+/// comma-separated indexes), one pair per position.
+fn positions(rows: Vec<(i64, String)>) -> Result<Vec<(i64, i32)>, LedgerError> {
+    let mut out = Vec::new();
+    for (h, idxs) in rows {
+        out.extend(parse_positions(h, &idxs)?.into_iter().map(|i| (h, i)));
+    }
+    Ok(out)
+}
+
+/// The indexes of a grouped index row; anything else than a list of
+/// non-negative integers is corruption.
+fn parse_positions(height: i64, idxs: &str) -> Result<Vec<i32>, LedgerError> {
+    idxs.split(',')
+        .map(|i| {
+            i.parse::<u32>()
+                .ok()
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(|| corrupt(height.max(0) as u64, format!("bad index list {idxs:?}")))
+        })
+        .collect()
 }
 
 /// The chain database.
@@ -616,11 +649,13 @@ impl ChainStore {
                 .filter(tx_partitions::height.between(f, t))
                 .select((tx_partitions::height, tx_partitions::idx))
                 .load(&mut self.conn)?;
-            let home: Vec<(i64, i32)> = tx_by_org::table
-                .filter(tx_by_org::org.eq(p.org.as_str()))
-                .filter(tx_by_org::height.between(f, t))
-                .select((tx_by_org::height, tx_by_org::idx))
-                .load(&mut self.conn)?;
+            let home = positions(
+                tx_by_org::table
+                    .filter(tx_by_org::org.eq(p.org.as_str()))
+                    .filter(tx_by_org::height.between(f, t))
+                    .select((tx_by_org::height, tx_by_org::idxs))
+                    .load(&mut self.conn)?,
+            )?;
             let mut v: Vec<(i64, i32, bool)> =
                 declared.into_iter().map(|(h, i)| (h, i, true)).collect();
             v.extend(home.into_iter().map(|(h, i)| (h, i, false)));
@@ -629,19 +664,21 @@ impl ChainStore {
             let mut query = tx_by_org::table
                 .filter(tx_by_org::org.eq(org.as_str()))
                 .filter(tx_by_org::height.between(f, t))
-                .select((tx_by_org::height, tx_by_org::idx))
+                .select((tx_by_org::height, tx_by_org::idxs))
                 .into_boxed();
             if let Some(u) = &q.submitter {
                 query = query.filter(tx_by_org::submitter.eq(u.as_str()));
             }
-            let v: Vec<(i64, i32)> = query.load(&mut self.conn)?;
+            let v = positions(query.load(&mut self.conn)?)?;
             v.into_iter().map(|(h, i)| (h, i, false)).collect()
         } else if let Some(u) = &q.submitter {
-            let v: Vec<(i64, i32)> = tx_by_org::table
-                .filter(tx_by_org::submitter.eq(u.as_str()))
-                .filter(tx_by_org::height.between(f, t))
-                .select((tx_by_org::height, tx_by_org::idx))
-                .load(&mut self.conn)?;
+            let v = positions(
+                tx_by_org::table
+                    .filter(tx_by_org::submitter.eq(u.as_str()))
+                    .filter(tx_by_org::height.between(f, t))
+                    .select((tx_by_org::height, tx_by_org::idxs))
+                    .load(&mut self.conn)?,
+            )?;
             v.into_iter().map(|(h, i)| (h, i, false)).collect()
         } else {
             let counts: Vec<(i64, i32)> = blocks::table
@@ -728,15 +765,21 @@ impl ChainStore {
             .filter(tx_ids::height.le(m))
             .select((tx_ids::digest, tx_ids::height, tx_ids::idx))
             .load(&mut self.conn)?;
-        let orgs: Vec<(String, String, i64, i32)> = tx_by_org::table
+        let grouped: Vec<(String, String, i64, String)> = tx_by_org::table
             .filter(tx_by_org::height.le(m))
             .select((
                 tx_by_org::org,
                 tx_by_org::submitter,
                 tx_by_org::height,
-                tx_by_org::idx,
+                tx_by_org::idxs,
             ))
             .load(&mut self.conn)?;
+        let mut orgs: Vec<(String, String, i64, i32)> = Vec::new();
+        for (o, u, h, idxs) in grouped {
+            for i in parse_positions(h, &idxs)? {
+                orgs.push((o.clone(), u.clone(), h, i));
+            }
+        }
         let mut ids: Vec<IdIndexRow> = ids
             .into_iter()
             .map(|(d, h, i)| (d, h as u64, i as u32))

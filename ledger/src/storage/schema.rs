@@ -33,11 +33,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    tx_by_org (org, submitter, height, idx) {
+    tx_by_org (org, submitter, height) {
         org -> Text,
         submitter -> Text,
         height -> BigInt,
-        idx -> Integer,
+        idxs -> Text,
     }
 }
 
