@@ -268,7 +268,13 @@ fn a_forged_id_index_row_is_caught() {
 
 #[test]
 fn a_deleted_key_history_row_is_caught() {
-    let e = tampered("", "DELETE FROM key_history WHERE height = 4 AND idx = 0;");
+    // Forget one write: position 0 of block 4 from every key it wrote.
+    let e = tampered(
+        "",
+        "DELETE FROM key_history WHERE height = 4 AND idxs = '0'; \
+         UPDATE key_history SET idxs = trim(replace(',' || idxs || ',', ',0,', ','), ',') \
+         WHERE height = 4 AND (',' || idxs || ',') LIKE '%,0,%';",
+    );
     assert!(
         matches!(
             e,

@@ -914,14 +914,25 @@ fn write_state(conn: &mut SqliteConnection, blocks: &[StateBlock<'_>]) -> Result
         }
     }
     versions.sort_unstable();
-    let history: Vec<_> = versions
+    // One row per key and block, listing the writers' positions.
+    let mut grouped: Vec<(&PartitionId, &[u8], i64, String)> = Vec::new();
+    for (p, key, h, i) in versions {
+        match grouped.last_mut() {
+            Some((gp, gk, gh, list)) if *gp == p && *gk == key && *gh == h => {
+                list.push(',');
+                list.push_str(&i.to_string());
+            }
+            _ => grouped.push((p, key, h, i.to_string())),
+        }
+    }
+    let history: Vec<_> = grouped
         .iter()
-        .map(|(p, key, h, i)| {
+        .map(|(p, key, h, idxs)| {
             (
                 key_history::partition.eq(name_of(p)),
                 key_history::key.eq(*key),
                 key_history::height.eq(*h),
-                key_history::idx.eq(*i),
+                key_history::idxs.eq(idxs.as_str()),
             )
         })
         .collect();
@@ -1081,27 +1092,28 @@ impl StateStore {
         after: Option<Version>,
         limit: usize,
     ) -> Result<Vec<Version>, LedgerError> {
-        let (ah, ai) = after.map_or((-1i64, -1i32), |v| (v.height as i64, v.index as i32));
-        let rows: Vec<(i64, i32)> = key_history::table
+        let ah = after.map_or(-1i64, |v| v.height as i64);
+        // Each row lists at least one version; the row at `after`'s height
+        // may list only earlier ones, hence one more row than versions.
+        let rows: Vec<(i64, String)> = key_history::table
             .filter(key_history::partition.eq(partition.to_string()))
             .filter(key_history::key.eq(key))
-            .filter(
-                key_history::height
-                    .gt(ah)
-                    .or(key_history::height.eq(ah).and(key_history::idx.gt(ai))),
-            )
-            .order((key_history::height.asc(), key_history::idx.asc()))
-            .limit(limit as i64)
-            .select((key_history::height, key_history::idx))
+            .filter(key_history::height.ge(ah))
+            .order(key_history::height.asc())
+            .limit((limit as i64).saturating_add(1))
+            .select((key_history::height, key_history::idxs))
             .load(&mut self.conn)?;
-        rows.into_iter()
-            .map(|(h, i)| {
-                Ok(Version {
-                    height: to_u64(h, 0, "height")?,
-                    index: i as u32,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (h, i) in positions(rows)? {
+            let v = Version {
+                height: to_u64(h, 0, "height")?,
+                index: i as u32,
+            };
+            if after.is_none_or(|a| v > a) && out.len() < limit {
+                out.push(v);
+            }
+        }
+        Ok(out)
     }
 
     /// The latest version of a key at or before `at`, if any: where a page
@@ -1112,44 +1124,47 @@ impl StateStore {
         key: &[u8],
         at: Version,
     ) -> Result<Option<Version>, LedgerError> {
-        let (h, i) = (to_i64(at.height, at.height, "height")?, at.index as i32);
-        let row: Option<(i64, i32)> = key_history::table
+        let h = to_i64(at.height, at.height, "height")?;
+        // The row at `at`'s height may list only later versions: two rows.
+        let rows: Vec<(i64, String)> = key_history::table
             .filter(key_history::partition.eq(partition.to_string()))
             .filter(key_history::key.eq(key))
-            .filter(
-                key_history::height
-                    .lt(h)
-                    .or(key_history::height.eq(h).and(key_history::idx.le(i))),
-            )
-            .order((key_history::height.desc(), key_history::idx.desc()))
-            .select((key_history::height, key_history::idx))
-            .first(&mut self.conn)
-            .optional()?;
-        row.map(|(h, i)| {
-            Ok(Version {
+            .filter(key_history::height.le(h))
+            .order(key_history::height.desc())
+            .limit(2)
+            .select((key_history::height, key_history::idxs))
+            .load(&mut self.conn)?;
+        let mut best: Option<Version> = None;
+        for (h, i) in positions(rows)? {
+            let v = Version {
                 height: to_u64(h, 0, "height")?,
                 index: i as u32,
-            })
-        })
-        .transpose()
+            };
+            if v <= at && best.is_none_or(|b| v > b) {
+                best = Some(v);
+            }
+        }
+        Ok(best)
     }
 
     /// Every key-history row up to `max_height`, sorted: for `verify`.
     pub fn history_rows(&mut self, max_height: u64) -> Result<Vec<HistoryIndexRow>, LedgerError> {
         let m = to_i64(max_height, max_height, "height")?;
-        let rows: Vec<(String, Vec<u8>, i64, i32)> = key_history::table
+        let grouped: Vec<(String, Vec<u8>, i64, String)> = key_history::table
             .filter(key_history::height.le(m))
             .select((
                 key_history::partition,
                 key_history::key,
                 key_history::height,
-                key_history::idx,
+                key_history::idxs,
             ))
             .load(&mut self.conn)?;
-        let mut rows: Vec<HistoryIndexRow> = rows
-            .into_iter()
-            .map(|(p, k, h, i)| (p, k, h as u64, i as u32))
-            .collect();
+        let mut rows: Vec<HistoryIndexRow> = Vec::new();
+        for (p, k, h, idxs) in grouped {
+            for i in parse_positions(h, &idxs)? {
+                rows.push((p.clone(), k.clone(), h as u64, i as u32));
+            }
+        }
         rows.sort_unstable();
         Ok(rows)
     }

@@ -60,11 +60,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    key_history (partition, key, height, idx) {
+    key_history (partition, key, height) {
         partition -> Text,
         key -> Binary,
         height -> BigInt,
-        idx -> Integer,
+        idxs -> Text,
     }
 }
 
