@@ -94,19 +94,26 @@ pub struct Executor {
 /// them (id digests, declared partitions) already taken out.
 struct Chunk {
     digests: Vec<IdDigest>,
+    /// Whether each id was applied in an earlier block: looked up here, off
+    /// the executing thread (the set of all ids is large, each lookup a
+    /// cache miss).
+    known: Vec<bool>,
     admitted: Vec<Admitted>,
     partitions: Vec<Vec<PartitionId>>,
 }
 
 impl Chunk {
-    fn admit(exec: &Executor, txs: &[Transaction]) -> Chunk {
+    fn admit(exec: &Executor, known: &dyn KnownIds, txs: &[Transaction]) -> Chunk {
         let mut chunk = Chunk {
             digests: Vec::with_capacity(txs.len()),
+            known: Vec::with_capacity(txs.len()),
             admitted: Vec::with_capacity(txs.len()),
             partitions: Vec::with_capacity(txs.len()),
         };
         for tx in txs {
-            chunk.digests.push(tx.id.digest());
+            let digest = tx.id.digest();
+            chunk.digests.push(digest);
+            chunk.known.push(known.contains(digest));
             let mut admitted = exec.admit(tx);
             chunk.partitions.push(match &mut admitted {
                 Ok(ready) => std::mem::take(&mut ready.partitions),
@@ -363,6 +370,7 @@ impl Executor {
             let lo = c * PIPELINE_CHUNK;
             let _ = cell.set(Chunk::admit(
                 self,
+                known,
                 &txs[lo..(lo + PIPELINE_CHUNK).min(txs.len())],
             ));
             true
@@ -387,11 +395,10 @@ impl Executor {
                             std::hint::spin_loop();
                         }
                     };
-                    for (j, (digest, admitted)) in
-                        chunk.digests.iter().zip(&chunk.admitted).enumerate()
-                    {
+                    let entries = chunk.digests.iter().zip(&chunk.known).zip(&chunk.admitted);
+                    for (j, ((digest, earlier), admitted)) in entries.enumerate() {
                         let i = c * PIPELINE_CHUNK + j;
-                        let outcome = if !seen.insert(*digest) || known.contains(*digest) {
+                        let outcome = if !seen.insert(*digest) || *earlier {
                             duplicates.push(i);
                             duplicate(&txs[i]).outcome()
                         } else {
