@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Ids already applied in earlier blocks, by digest. An id is applied at
@@ -122,6 +122,17 @@ impl Chunk {
             chunk.admitted.push(admitted);
         }
         chunk
+    }
+}
+
+/// Raises its flag if dropped while unwinding.
+struct UnwindFlag<'a>(&'a AtomicBool);
+
+impl Drop for UnwindFlag<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -375,24 +386,45 @@ impl Executor {
             ));
             true
         };
+        // Set if an admitting thread unwinds (a chunk it claimed then never
+        // arrives): the executing thread must not wait for it forever.
+        let failed = AtomicBool::new(false);
         let mut duplicates = Vec::new();
         let outcomes = pool.install(|| {
             rayon::scope(|scope| {
                 for _ in 1..pool.current_num_threads() {
-                    scope.spawn(|_| while admit_next() {});
+                    scope.spawn(|_| {
+                        let _guard = UnwindFlag(&failed);
+                        while admit_next() {}
+                    });
                 }
                 let mut view = SeqView::new(state, txs.len());
                 let mut seen: IdSet =
                     HashSet::with_capacity_and_hasher(txs.len(), PassThroughState::default());
                 let mut out = Vec::with_capacity(txs.len());
                 for (c, cell) in chunks.iter().enumerate() {
+                    let mut spins = 0u32;
                     let chunk = loop {
                         if let Some(chunk) = cell.get() {
                             break chunk;
                         }
-                        if !admit_next() {
-                            // Another thread is admitting this chunk.
+                        if admit_next() {
+                            continue;
+                        }
+                        // Another thread is admitting this chunk: spin
+                        // briefly, then let the writers' threads have the
+                        // core.
+                        if failed.load(Ordering::Acquire) {
+                            // Re-raises the admitting thread's panic here
+                            // (rayon would at the end of the scope, which a
+                            // missing chunk never reaches).
+                            panic!("a pipeline admission thread panicked");
+                        }
+                        spins += 1;
+                        if spins < 64 {
                             std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
                         }
                     };
                     let entries = chunk.digests.iter().zip(&chunk.known).zip(&chunk.admitted);
