@@ -22,8 +22,10 @@ fn tx(id: String, org: &str, user: &str, function: &str, args: serde_json::Value
 
 const ORGS: [&str; 3] = ["o1", "o2", "o3"];
 
-/// Block 1 opens accounts; blocks 2..=9 hold 30 transfers each, from
-/// `alice` or `bob` of each organization to a rotating organization.
+/// Block 1 opens accounts; blocks 2..=60 hold 30 transfers each, from
+/// `alice` or `bob` of each organization to a rotating organization (enough
+/// blocks that queries walk several index windows); in block 47 alone,
+/// `carol@o2` also transfers (a sparse match far from the start).
 fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
     let mut blocks = vec![ORGS
         .iter()
@@ -46,7 +48,7 @@ fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
             ]
         })
         .collect::<Vec<_>>()];
-    for b in 2..=9u64 {
+    for b in 2..=60u64 {
         blocks.push(
             (0..30u64)
                 .map(|i| {
@@ -68,6 +70,17 @@ fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
                 .collect(),
         );
     }
+    blocks[46].push(tx(
+        "carol-47".into(),
+        "o2",
+        "carol",
+        "transfer",
+        json!({
+            "from": {"org": "o2", "account": "treasury"},
+            "to": {"org": "o1", "account": "a"},
+            "amount": 5, "currency": "EUR",
+        }),
+    ));
     let mut all = Vec::new();
     for txs in blocks {
         let h = engine.height() + 1;
@@ -111,6 +124,14 @@ fn audit_queries_answer_by_org_submitter_partition_and_time_and_page() {
         .audit(&q(&|q| q.org = Some(OrgId::new("o2").unwrap())))
         .unwrap();
     assert_eq!(ids(&by_org), expected(&all, |_, t| t.org.as_str() == "o2"));
+
+    let carol = engine
+        .audit(&q(&|q| {
+            q.submitter = Some(UserId::new("carol@o2").unwrap())
+        }))
+        .unwrap();
+    assert_eq!(ids(&carol), ["carol-47"]);
+    assert_eq!(carol[0].height, 47);
 
     let bob = engine
         .audit(&q(&|q| q.submitter = Some(UserId::new("bob@o1").unwrap())))

@@ -171,6 +171,12 @@ fn chunk_of(index: u32) -> (i32, usize) {
 /// Most entries one audit query returns; page with `after`.
 pub const AUDIT_LIMIT_MAX: usize = 1000;
 
+/// Blocks an audit query reads index rows for at once, at first and at most.
+const AUDIT_WINDOW_MIN: u64 = 16;
+const AUDIT_WINDOW_MAX: u64 = 1 << 16;
+/// Candidate positions in one window above which the next is halved.
+const AUDIT_WINDOW_CANDIDATES_MAX: usize = 100_000;
+
 /// Filters of an audit query; all given filters must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -637,9 +643,36 @@ impl ChainStore {
         if let Some((h, _)) = q.after {
             from = from.max(h);
         }
-        if from > to || limit == 0 {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        // Walk the height range in windows, so that a page reads the index
+        // rows near its start instead of the whole range: windows double
+        // while they find nothing (sparse matches) and halve when they hold
+        // many candidates (dense ones), which bounds both the number of
+        // queries and the memory of one.
+        let mut window: u64 = AUDIT_WINDOW_MIN;
+        while from <= to && out.len() < limit {
+            let last = to.min(from.saturating_add(window - 1));
+            let candidates = self.audit_window(q, from, last, limit, &mut out)?;
+            if candidates == 0 {
+                window = (window * 2).min(AUDIT_WINDOW_MAX);
+            } else if candidates > AUDIT_WINDOW_CANDIDATES_MAX {
+                window = (window / 2).max(1);
+            }
+            from = last.saturating_add(1);
         }
+        Ok(out)
+    }
+
+    /// Appends to `out` (up to `limit`) the matches of `q` in blocks
+    /// `from..=to`; returns how many candidate positions it looked at.
+    fn audit_window(
+        &mut self,
+        q: &AuditQuery,
+        from: u64,
+        to: u64,
+        limit: usize,
+        out: &mut Vec<AuditEntry>,
+    ) -> Result<usize, LedgerError> {
         let (f, t) = (to_i64(from, from, "height")?, to_i64(to, to, "height")?);
         // Candidate positions from the narrowest index, in block order.
         // The flag marks positions that declared the queried partition.
@@ -701,7 +734,7 @@ impl ChainStore {
             }
             same
         });
-        let mut out = Vec::new();
+        let candidates = places.len();
         let mut cache = None;
         let mut block_time: Option<(u64, Timestamp)> = None;
         for (h, i, declared) in places {
@@ -746,12 +779,12 @@ impl ChainStore {
                     tx: tx.clone(),
                     outcome: outcome.clone(),
                 });
-                if out.len() == limit {
+                if out.len() >= limit {
                     break;
                 }
             }
         }
-        Ok(out)
+        Ok(candidates)
     }
 
     /// Every row of the id and organization indexes up to `max_height`,
