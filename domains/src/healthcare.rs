@@ -695,6 +695,31 @@ fn prepare_grant(tx: &Transaction) -> Result<Prepared, ChaincodeError> {
     })
 }
 
+/// A consent's two copies: the custodian's and the grantee's.
+struct ConsentCopies<'a> {
+    custodian: &'a PartitionId,
+    grantee: &'a PartitionId,
+    consent_key: &'a [u8],
+    received_key: &'a [u8],
+}
+
+impl ConsentCopies<'_> {
+    /// Writes both copies and announces the change to both organizations.
+    fn store(
+        &self,
+        ctx: &mut TxContext<'_>,
+        consent: &Consent,
+        event_name: &str,
+        event: &serde_json::Value,
+    ) -> Result<(), ChaincodeError> {
+        let value = encode(consent)?;
+        ctx.put(self.custodian, self.consent_key, value.clone())?;
+        ctx.put(self.grantee, self.received_key, value)?;
+        ctx.emit(self.custodian, event_name, event)?;
+        ctx.emit(self.grantee, event_name, event)
+    }
+}
+
 struct GrantCall {
     custodian: PartitionId,
     grantee: PartitionId,
@@ -743,9 +768,6 @@ impl Call for GrantCall {
             granted_by: ctx.tx().submitter.clone(),
             revoked: None,
         };
-        let value = encode(&consent)?;
-        ctx.put(&self.custodian, &self.consent_key, value.clone())?;
-        ctx.put(&self.grantee, &self.received_key, value)?;
         let event = json!({
             "custodian": consent.custodian,
             "patient": consent.patient,
@@ -754,8 +776,13 @@ impl Call for GrantCall {
             "scope": consent.scope,
             "expires_ms": consent.expires_ms,
         });
-        ctx.emit(&self.custodian, "consent_granted", &event)?;
-        ctx.emit(&self.grantee, "consent_granted", &event)?;
+        let both = ConsentCopies {
+            custodian: &self.custodian,
+            grantee: &self.grantee,
+            consent_key: &self.consent_key,
+            received_key: &self.received_key,
+        };
+        both.store(ctx, &consent, "consent_granted", &event)?;
         Ok(json!({"patient": a.patient, "consent": a.consent}))
     }
 }
@@ -823,17 +850,19 @@ impl Call for RevokeCall {
             height: ctx.height(),
             index: ctx.index(),
         });
-        let value = encode(&consent)?;
-        ctx.put(&self.custodian, &self.consent_key, value.clone())?;
-        ctx.put(&self.grantee, &self.received_key, value)?;
         let event = json!({
             "custodian": consent.custodian,
             "patient": consent.patient,
             "consent": consent.consent,
             "grantee": consent.grantee,
         });
-        ctx.emit(&self.custodian, "consent_revoked", &event)?;
-        ctx.emit(&self.grantee, "consent_revoked", &event)?;
+        let both = ConsentCopies {
+            custodian: &self.custodian,
+            grantee: &self.grantee,
+            consent_key: &self.consent_key,
+            received_key: &self.received_key,
+        };
+        both.store(ctx, &consent, "consent_revoked", &event)?;
         Ok(json!({"patient": a.patient, "consent": a.consent}))
     }
 }
