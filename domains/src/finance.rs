@@ -628,14 +628,15 @@ struct Leg {
 
 fn load(ctx: &mut TxContext<'_>, side: &Side) -> Result<Account, ChaincodeError> {
     // Names are formatted only on the error paths: this runs for every
-    // transfer.
-    let raw = ctx.get(&side.partition, &side.key)?.ok_or_else(|| {
+    // transfer. Decoded from the stored bytes, without copying them.
+    let decoded = ctx.get_with(&side.partition, &side.key, |raw| raw.map(Account::decode))?;
+    let decoded = decoded.ok_or_else(|| {
         err(
             errors::ACCOUNT_NOT_FOUND,
             format!("no account {} in {}", side.name(), side.partition),
         )
     })?;
-    Account::decode(&raw).ok_or_else(|| {
+    decoded.ok_or_else(|| {
         err(
             codes::CHAINCODE_FAULT,
             format!(

@@ -263,7 +263,8 @@ impl Registry {
 /// Where a context reads committed values from: the state as left by every
 /// transaction ordered before this one that touches the same keys.
 pub(crate) trait ReadView: Sync {
-    fn get(&self, slot: Slot<'_>) -> Option<Vec<u8>>;
+    /// Shows the value of `slot` to `f` (`None`: absent) without copying it.
+    fn read(&self, slot: Slot<'_>, f: &mut dyn FnMut(Option<&[u8]>));
     /// Every live entry of `partition` whose key starts with `prefix`, in key order.
     fn scan(&self, partition: &PartitionId, prefix: &[u8]) -> KeyValues;
 }
@@ -385,18 +386,37 @@ impl<'a> TxContext<'a> {
         partition: &PartitionId,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, ChaincodeError> {
+        self.get_with(partition, key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// Like [`Self::get`], but lends the value to `f` instead of copying it:
+    /// decoding straight from the stored bytes saves an allocation and a
+    /// copy per read on the hot path.
+    pub fn get_with<T>(
+        &mut self,
+        partition: &PartitionId,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> T,
+    ) -> Result<T, ChaincodeError> {
         let declared = self.footprint.key_index(partition, key);
         if declared.is_none() && self.footprint.mode_of(partition, key).is_none() {
             return Err(self.undeclared("read", partition, key));
         }
         if let Some(own) = self.own_write(partition, key) {
-            return Ok(own.value.clone());
+            return Ok(f(own.value.as_deref()));
         }
-        Ok(self.view.get(Slot {
-            partition,
-            key,
-            declared,
-        }))
+        let mut f = Some(f);
+        let mut out = None;
+        self.view.read(
+            Slot {
+                partition,
+                key,
+                declared,
+            },
+            &mut |v| out = f.take().map(|f| f(v)),
+        );
+        // Every view calls back exactly once.
+        out.ok_or_else(|| ChaincodeError::new(codes::CHAINCODE_FAULT, "a read was not answered"))
     }
 
     fn own_write(&self, partition: &PartitionId, key: &[u8]) -> Option<&Write> {

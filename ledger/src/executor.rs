@@ -475,15 +475,22 @@ impl Executor {
         index: usize,
         admitted: &'a Admitted,
     ) -> TxOutcome {
-        let outcome = match admitted {
-            Err(rejected) => rejected.outcome(),
-            Ok(ready) => {
-                view.hashes = &ready.hashes;
-                self.call(tx, block, index, &ready.prepared, view)
-            }
+        let ready = match admitted {
+            // Rejected before it ran: no writes.
+            Err(rejected) => return rejected.outcome(),
+            Ok(ready) => ready,
         };
+        view.hashes = &ready.hashes;
+        let outcome = self.call(tx, block, index, &ready.prepared, view);
         for w in &outcome.writes {
-            view.write(&w.partition, &w.key, &w.value);
+            // A declared key's hash was computed at admission.
+            let hash = ready
+                .prepared
+                .footprint
+                .key_index(&w.partition, &w.key)
+                .and_then(|d| ready.hashes.get(d).copied())
+                .unwrap_or_else(|| key_hash(&w.partition, &w.key));
+            view.write(hash, &w.partition, &w.key, &w.value);
         }
         outcome
     }
@@ -714,8 +721,8 @@ impl<'a> SeqView<'a> {
         }
     }
 
-    fn write(&mut self, partition: &PartitionId, key: &[u8], value: &Option<Vec<u8>>) {
-        let hash = key_hash(partition, key);
+    /// Records a write; `hash` is [`key_hash`] of `partition` and `key`.
+    fn write(&mut self, hash: u64, partition: &PartitionId, key: &[u8], value: &Option<Vec<u8>>) {
         match self
             .overlay
             .find_mut(hash, |w| w.key == key && w.partition == *partition)
@@ -738,7 +745,7 @@ impl<'a> SeqView<'a> {
 }
 
 impl ReadView for SeqView<'_> {
-    fn get(&self, slot: Slot<'_>) -> Option<Vec<u8>> {
+    fn read(&self, slot: Slot<'_>, f: &mut dyn FnMut(Option<&[u8]>)) {
         let hash = slot
             .declared
             .and_then(|d| self.hashes.get(d).copied())
@@ -746,11 +753,12 @@ impl ReadView for SeqView<'_> {
         if let Some(w) = self.overlay.find(hash, |w| {
             w.key == slot.key && w.partition == *slot.partition
         }) {
-            return w.value.clone();
+            return f(w.value.as_deref());
         }
-        self.base
+        f(self
+            .base
             .get(slot.partition, slot.key)
-            .map(|e| e.value.clone())
+            .map(|e| e.value.as_slice()))
     }
 
     fn scan(&self, partition: &PartitionId, prefix: &[u8]) -> KeyValues {
@@ -1228,14 +1236,14 @@ impl TxView<'_, '_> {
         self.graph.slot_by_key(partition, key)
     }
 
-    fn read_slot(&self, s: u32) -> Option<Vec<u8>> {
+    fn read_slot(&self, s: u32, f: &mut dyn FnMut(Option<&[u8]>)) {
         let mut sv = lock(self.shared.slot(s));
         if !sv.loaded {
             let (p, k) = self.graph.slot_keys(s);
             sv.value = self.shared.base.get(p, k).map(|e| e.value.clone());
             sv.loaded = true;
         }
-        sv.value.clone()
+        f(sv.value.as_deref())
     }
 
     fn write(
@@ -1257,19 +1265,20 @@ impl TxView<'_, '_> {
 }
 
 impl ReadView for TxView<'_, '_> {
-    fn get(&self, slot: Slot<'_>) -> Option<Vec<u8>> {
+    fn read(&self, slot: Slot<'_>, f: &mut dyn FnMut(Option<&[u8]>)) {
         if let Some(s) = self.slot_of(slot.partition, slot.key, slot.declared) {
-            return self.read_slot(s);
+            return self.read_slot(s, f);
         }
         if let Some(d) = self.shared.dynamic.get(slot.partition) {
             if let Some(v) = lock(d).get(slot.key) {
-                return v.clone();
+                return f(v.as_deref());
             }
         }
-        self.shared
+        f(self
+            .shared
             .base
             .get(slot.partition, slot.key)
-            .map(|e| e.value.clone())
+            .map(|e| e.value.as_slice()))
     }
 
     fn scan(&self, partition: &PartitionId, prefix: &[u8]) -> KeyValues {
