@@ -133,6 +133,7 @@ pub struct Account {
 }
 
 const ACCOUNT_FORMAT: u8 = 2;
+const ACCOUNT_FORMAT_1: u8 = 1;
 const CLOSED_BIT: u8 = 0x80;
 
 impl Account {
@@ -192,6 +193,9 @@ impl Account {
 
     pub fn decode(b: &[u8]) -> Option<Account> {
         let (&format, rest) = b.split_first()?;
+        if format == ACCOUNT_FORMAT_1 {
+            return Account::decode_format_1(rest);
+        }
         if format != ACCOUNT_FORMAT {
             return None;
         }
@@ -219,6 +223,28 @@ impl Account {
             credits_pending: n[3],
             credits_posted: n[4],
         })
+    }
+
+    /// Format 1 (before two-phase transfers and balance rules): currency,
+    /// a flag byte (1: debits may exceed credits), posted debits and
+    /// credits. Accounts written then still load; the next write stores
+    /// them in format 2.
+    fn decode_format_1(rest: &[u8]) -> Option<Account> {
+        let (&len, rest) = rest.split_first()?;
+        let len = usize::from(len);
+        if rest.len() != len + 1 + 32 {
+            return None;
+        }
+        let currency = std::str::from_utf8(&rest[..len]).ok()?;
+        let limit = match rest[len] {
+            0 => BalanceLimit::DebitsMustNotExceedCredits,
+            1 => BalanceLimit::None,
+            _ => return None,
+        };
+        let mut a = Account::new(currency, limit);
+        a.debits_posted = u128::from_be_bytes(rest[len + 1..len + 17].try_into().ok()?);
+        a.credits_posted = u128::from_be_bytes(rest[len + 17..len + 33].try_into().ok()?);
+        Some(a)
     }
 
     /// Adds a debit (pending or posted) and checks the balance rule.
@@ -1362,6 +1388,24 @@ mod tests {
         assert_eq!(Account::decode(&bad_flags), None);
         assert_eq!(Account::decode(&[9]), None);
         assert_eq!(Account::decode(&[]), None);
+    }
+
+    #[test]
+    fn accounts_stored_in_format_1_still_load() {
+        // Format 1: version, currency length and bytes, flags, debits and
+        // credits posted (big-endian u128).
+        let mut v1 = vec![1, 3];
+        v1.extend_from_slice(b"EUR");
+        v1.push(1);
+        v1.extend_from_slice(&7u128.to_be_bytes());
+        v1.extend_from_slice(&9u128.to_be_bytes());
+        let a = Account::decode(&v1).unwrap();
+        assert_eq!(a.limit, BalanceLimit::None);
+        assert_eq!((a.debits_posted, a.credits_posted, a.balance()), (7, 9, 2));
+        assert_eq!(Account::decode(&a.encode()), Some(a));
+        v1[5] = 2;
+        assert_eq!(Account::decode(&v1), None);
+        assert_eq!(Account::decode(&v1[..10]), None);
     }
 
     #[test]
