@@ -17,7 +17,7 @@ use crate::merkle;
 use crate::model::{
     IdDigest, Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version,
 };
-use crate::state::{BlockChanges, State};
+use crate::state::{BlockChanges, ChangePositions, State};
 
 use crate::storage::{
     AuditEntry, AuditQuery, ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync,
@@ -112,12 +112,15 @@ struct ChainJob {
     partitions: Vec<Vec<PartitionId>>,
     digests: Vec<IdDigest>,
     roots: Vec<RootRow>,
+    /// The net changes `apply` computed, for the state writer.
+    changes: ChangePositions,
 }
 
 /// What the state writer needs, sent once the block is durable.
 struct StateJob {
     block: Arc<AppliedBlock>,
     roots: Vec<RootRow>,
+    changes: ChangePositions,
 }
 
 #[derive(Debug, Default)]
@@ -361,8 +364,16 @@ impl Engine {
             move |jobs: Vec<StateJob>| {
                 let changes: Vec<BlockChanges<'_>> = jobs
                     .iter()
-                    .map(|j| State::changes_of(j.block.header.height, &j.block.outcomes))
-                    .collect();
+                    .map(|j| {
+                        let height = j.block.header.height;
+                        j.changes.resolve(height, &j.block.outcomes).ok_or_else(|| {
+                            LedgerError::Corrupt {
+                                height,
+                                detail: "state changes name writes the block lacks".into(),
+                            }
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
                 let blocks: Vec<StateBlock<'_>> = jobs
                     .iter()
                     .zip(&changes)
@@ -405,6 +416,7 @@ impl Engine {
                     state_writer.send(StateJob {
                         block: j.block,
                         roots: j.roots,
+                        changes: j.changes,
                     })?;
                 }
                 Ok(height)
@@ -478,11 +490,17 @@ impl Engine {
             &batch.txs,
         );
         let state = &mut self.state;
-        let (state_root, roots, leaves) = self.pool.install(|| {
+        let (state_root, roots, changes, leaves) = self.pool.install(|| {
             let changes = State::changes_of(height, &executed.outcomes);
             let root = state.apply(height, &changes);
             let roots = roots_of(state, &changes, height);
-            (root, roots, tx_leaves(&batch.txs, &executed.outcomes))
+            let positions = changes.positions();
+            (
+                root,
+                roots,
+                positions,
+                tx_leaves(&batch.txs, &executed.outcomes),
+            )
         });
         let header = BlockHeader {
             height,
@@ -515,6 +533,7 @@ impl Engine {
             partitions: executed.partitions,
             digests: executed.digests,
             roots,
+            changes,
         };
         if let Err(e) = self.chain_writer.send(job) {
             self.failed = Some(e.to_string());

@@ -135,6 +135,8 @@ pub struct NetWrite<'a> {
     pub key: &'a [u8],
     pub value: Option<&'a [u8]>,
     pub version: Version,
+    /// Position of this write in its transaction's write set.
+    pub slot: u32,
 }
 
 /// Net changes of one block, borrowed from its outcomes: per partition (in
@@ -142,6 +144,50 @@ pub struct NetWrite<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockChanges<'a> {
     pub partitions: Vec<(&'a PartitionId, Vec<NetWrite<'a>>)>,
+}
+
+/// A block's net changes as positions (transaction, write) in its outcomes:
+/// the owned form of [`BlockChanges`], which can travel with the block to
+/// another thread and be resolved there without grouping and sorting again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangePositions {
+    partitions: Vec<Vec<(u32, u32)>>,
+}
+
+impl BlockChanges<'_> {
+    pub fn positions(&self) -> ChangePositions {
+        ChangePositions {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(_, writes)| writes.iter().map(|w| (w.version.index, w.slot)).collect())
+                .collect(),
+        }
+    }
+}
+
+impl ChangePositions {
+    /// The changes these positions name in `outcomes` of block `height`;
+    /// `None` if a position does not exist (outcomes of another block).
+    pub fn resolve<'a>(&self, height: u64, outcomes: &'a [TxOutcome]) -> Option<BlockChanges<'a>> {
+        let mut partitions = Vec::with_capacity(self.partitions.len());
+        for positions in &self.partitions {
+            let mut pid = None;
+            let mut writes = Vec::with_capacity(positions.len());
+            for &(index, slot) in positions {
+                let w = outcomes.get(index as usize)?.writes.get(slot as usize)?;
+                pid = Some(&w.partition);
+                writes.push(NetWrite {
+                    key: &w.key,
+                    value: w.value.as_deref(),
+                    version: Version { height, index },
+                    slot,
+                });
+            }
+            partitions.push((pid?, writes));
+        }
+        Some(BlockChanges { partitions })
+    }
 }
 
 /// Transactions grouped by one task of [`State::changes_of`].
@@ -160,7 +206,7 @@ fn group(height: u64, first: usize, outcomes: &[TxOutcome]) -> Vec<Group<'_>> {
             height,
             index: (first + i) as u32,
         };
-        for w in &outcome.writes {
+        for (slot, w) in outcome.writes.iter().enumerate() {
             let g = *index.entry(&w.partition).or_insert_with(|| {
                 groups.push((&w.partition, Vec::new()));
                 groups.len() - 1
@@ -169,6 +215,7 @@ fn group(height: u64, first: usize, outcomes: &[TxOutcome]) -> Vec<Group<'_>> {
                 key: &w.key,
                 value: w.value.as_deref(),
                 version,
+                slot: slot as u32,
             });
         }
     }

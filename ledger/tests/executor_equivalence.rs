@@ -81,10 +81,14 @@ fn assert_equivalent(
     let reference = Executor::new(registry.clone(), Limits::DEFAULT);
     let seq = reference.execute_sequential(state, known, block, txs);
     let mut seq_state = state.clone();
-    let seq_root = seq_state.apply(
-        block.height,
-        &State::changes_of(block.height, &seq.outcomes),
+    let changes = State::changes_of(block.height, &seq.outcomes);
+    // The positional form the engine hands to its state writer resolves to
+    // the same changes.
+    assert_eq!(
+        changes.positions().resolve(block.height, &seq.outcomes),
+        Some(changes.clone())
     );
+    let seq_root = seq_state.apply(block.height, &changes);
     for schedule in [Schedule::Auto, Schedule::Pipeline, Schedule::Graph] {
         let exec = Executor::new(registry.clone(), Limits::DEFAULT).with_schedule(schedule);
         for (threads, pool) in pools() {
