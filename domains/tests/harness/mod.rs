@@ -62,14 +62,20 @@ impl Ledger {
         tx(&id, domain, org, user, function, &args)
     }
 
+    /// Height and time of the next block.
+    fn next_block(&self) -> BlockInfo {
+        let height = self.height + 1;
+        BlockInfo {
+            height,
+            timestamp: Timestamp(self.now_ms.max(height * self.ms_per_block)),
+        }
+    }
+
     /// Executes one block sequentially and applies it; returns the outcomes.
     pub fn block(&mut self, txs: Vec<Transaction>) -> Vec<TxOutcome> {
-        self.height += 1;
-        self.now_ms = self.now_ms.max(self.height * self.ms_per_block);
-        let info = BlockInfo {
-            height: self.height,
-            timestamp: Timestamp(self.now_ms),
-        };
+        let info = self.next_block();
+        self.height = info.height;
+        self.now_ms = info.timestamp.0;
         let done = self
             .executor
             .execute_sequential(&self.state, &self.known, info, &txs);
@@ -86,10 +92,7 @@ impl Ledger {
         pool: &rayon::ThreadPool,
         txs: Vec<Transaction>,
     ) -> Vec<TxOutcome> {
-        let info = BlockInfo {
-            height: self.height + 1,
-            timestamp: Timestamp(self.now_ms.max((self.height + 1) * self.ms_per_block)),
-        };
+        let info = self.next_block();
         let runs: Vec<_> = [Schedule::Graph, Schedule::Pipeline]
             .into_iter()
             .map(|schedule| {
