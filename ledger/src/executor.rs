@@ -174,12 +174,6 @@ const GRAPH_PARALLELISM_MIN: f64 = 16.0;
 /// against 1.23x).
 const PIPELINE_LIGHT_SHARE_MIN: f64 = 0.5;
 
-/// What a sample of a batch forecasts (see [`Executor::forecast`]).
-struct Forecast {
-    parallelism: f64,
-    light_share: f64,
-}
-
 /// An admitted call, with the hash of each declared access (computed during
 /// parallel admission so that scheduling does not hash anything).
 struct Ready {
@@ -307,9 +301,12 @@ impl Executor {
             Schedule::Graph => true,
             Schedule::Auto => {
                 threads > 1 && txs.len() >= SAMPLE_LEN * 4 && {
-                    let f = self.forecast(&txs[..SAMPLE_LEN]);
-                    f.parallelism >= GRAPH_PARALLELISM_MIN
-                        && (threads > 2 || f.light_share < PIPELINE_LIGHT_SHARE_MIN)
+                    // The light share needs no admission: decide on it first,
+                    // so that a batch of transfers on two threads is not
+                    // admitted twice (sample, then pipeline).
+                    let sample = &txs[..SAMPLE_LEN];
+                    (threads > 2 || self.light_share(sample) < PIPELINE_LIGHT_SHARE_MIN)
+                        && self.sample_parallelism(sample) >= GRAPH_PARALLELISM_MIN
                 }
             }
         };
@@ -320,20 +317,22 @@ impl Executor {
         }
     }
 
-    /// What the head of a batch forecasts for the whole: its parallelism
-    /// (transactions per step of the longest dependency chain; uniform
-    /// transfers 85-256, 50-90% hot keys 2-5) and the share of calls whose
-    /// chaincode says they are light (see [`Chaincode::light`]).
-    fn forecast(&self, sample: &[Transaction]) -> Forecast {
-        let admitted: Vec<Admitted> = sample.iter().map(|tx| self.admit(tx)).collect();
+    /// The share of `sample`'s calls whose chaincode says they are light
+    /// (see [`Chaincode::light`]).
+    fn light_share(&self, sample: &[Transaction]) -> f64 {
         let light = sample
             .iter()
             .filter(|tx| self.registry.get(&tx.domain).is_some_and(|c| c.light()))
             .count();
-        Forecast {
-            parallelism: Graph::build(&admitted, 1).parallelism(),
-            light_share: light as f64 / sample.len().max(1) as f64,
-        }
+        light as f64 / sample.len().max(1) as f64
+    }
+
+    /// Transactions per step of the longest dependency chain of `sample`: a
+    /// forecast of the batch's parallelism (uniform transfers 85-256, 50-90%
+    /// hot keys 2-5).
+    fn sample_parallelism(&self, sample: &[Transaction]) -> f64 {
+        let admitted: Vec<Admitted> = sample.iter().map(|tx| self.admit(tx)).collect();
+        Graph::build(&admitted, 1).parallelism()
     }
 
     /// The dependency graph (see [`Schedule::Graph`]).
