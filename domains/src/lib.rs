@@ -7,6 +7,7 @@
 
 pub mod finance;
 pub mod healthcare;
+pub mod membership;
 pub mod supply_chain;
 
 use ledger::model::InvalidId;
@@ -38,6 +39,24 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(finance::Finance::new()));
     r.register(Arc::new(healthcare::Healthcare::new()));
+    r.register(Arc::new(membership::Membership::new()));
     r.register(Arc::new(supply_chain::SupplyChain::new()));
     r
+}
+
+/// Codes that mean "this caller may not do this" rather than "these
+/// arguments are wrong". Found by `prepare` (from the arguments and the
+/// caller alone), the REST layer answers them 403 before ordering; found
+/// while executing (consent, custody), they reject the transaction in its
+/// block like any other rule, so that the attempt is on the record.
+pub fn is_denial(code: &ledger::Code) -> bool {
+    [
+        &finance::errors::NOT_OWNER,
+        &supply_chain::errors::NOT_CUSTODIAN,
+        &supply_chain::errors::NOT_ADDRESSEE,
+        &healthcare::errors::NO_CONSENT,
+        &membership::errors::NOT_ADMIN,
+        &membership::errors::NOT_ALLOWED,
+    ]
+    .contains(&code)
 }

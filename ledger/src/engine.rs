@@ -68,8 +68,26 @@ pub struct AppliedBlock {
     pub hash: Hash,
     pub txs: Vec<Transaction>,
     pub outcomes: Vec<TxOutcome>,
+    /// The Merkle leaves of the transactions with their outcomes, so that
+    /// receipts are proved from memory.
+    pub leaves: Vec<Hash>,
     /// Where the outcomes are freed (see [`Drop`] below).
     release: ReleasePool,
+}
+
+impl AppliedBlock {
+    /// The receipt of the transaction at `index`, proved from memory.
+    pub fn receipt(&self, index: usize) -> Option<Receipt> {
+        Some(Receipt {
+            tx: self.txs.get(index)?.clone(),
+            outcome: self.outcomes.get(index)?.clone(),
+            height: self.header.height,
+            index: index as u32,
+            block_hash: self.hash,
+            header: self.header.clone(),
+            proof: merkle::prove(&self.leaves, index)?,
+        })
+    }
 }
 
 /// The executor's pool, as the place to free a block's outcomes. Not part
@@ -108,7 +126,6 @@ impl Drop for AppliedBlock {
 /// Everything the chain writer needs to make a block durable.
 struct ChainJob {
     block: Arc<AppliedBlock>,
-    leaves: Vec<Hash>,
     partitions: Vec<Vec<PartitionId>>,
     digests: Vec<IdDigest>,
     roots: Vec<RootRow>,
@@ -401,7 +418,7 @@ impl Engine {
                     .map(|j| NewBlock {
                         header: &j.block.header,
                         hash: &j.block.hash,
-                        leaves: &j.leaves,
+                        leaves: &j.block.leaves,
                         txs: &j.block.txs,
                         outcomes: &j.block.outcomes,
                         partitions: &j.partitions,
@@ -520,6 +537,7 @@ impl Engine {
             hash,
             txs: batch.txs,
             outcomes: executed.outcomes,
+            leaves,
             release: ReleasePool(Some(self.pool.clone())),
         });
         self.tip = Some((header, hash));
@@ -529,7 +547,6 @@ impl Engine {
         self.recent.push_back((height, hash));
         let job = ChainJob {
             block: block.clone(),
-            leaves,
             partitions: executed.partitions,
             digests: executed.digests,
             roots,

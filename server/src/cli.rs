@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a node. With no configuration: a single embedded node on a local
     /// SQLite data directory, ordering transactions with a local sequencer.
-    Serve(node::ServeArgs),
+    Serve(Box<node::ServeArgs>),
     /// Recompute every hash and root of a data directory offline and name the
     /// first block, transaction or state row that does not match.
     Verify(VerifyArgs),
@@ -33,6 +33,9 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the OpenAPI document of the REST API (the committed
+    /// `openapi/openapi.json` is this output).
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -73,12 +76,16 @@ pub enum BenchCommand {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => node::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => node::serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Verify(args) => tools::verify(&args.data_dir, args.json),
         Command::Receipt(args) => tools::receipt(&args.data_dir, &args.tx),
         Command::VerifyReceipt(args) => {
             tools::verify_receipt(&args.file, args.block_hash.as_deref())
         }
         Command::Bench(BenchCommand::Exec(args)) => bench::exec(args).map(|()| ExitCode::SUCCESS),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

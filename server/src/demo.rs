@@ -31,6 +31,83 @@ const DAY_MS: u64 = 86_400_000;
 const VACCINE_GTIN: &str = "09506000134352";
 const GAUZE_GTIN: &str = "4006381333931";
 
+/// Every demo user's password (printed at start; demo data only).
+pub const DEMO_PASSWORD: &str = "parledger-demo";
+/// Each organization's first admin, who also submits the scripted history.
+pub const DEMO_ADMIN: &str = "admin";
+
+/// The demo's users beyond each organization's admin: (org, name, roles).
+pub const DEMO_USERS: [(&str, &str, &[&str]); 6] = [
+    (BANK, "alice", &["member"]),
+    (BANK, "audrey", &["auditor"]),
+    (BANK, "oscar", &["operator"]),
+    (PHARMA, "bob", &["member"]),
+    (LOGISTICS, "carol", &["member"]),
+    (HOSPITAL, "dave", &["member"]),
+];
+
+/// Registers the demo organizations and users in the ledger's membership
+/// partitions: the bank founds the consortium and admits the others; each
+/// admin adds its organization's users. Waits for each step to commit.
+pub fn create_members(
+    submitter: &Submitter,
+    hash: &dyn Fn(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<usize> {
+    use domains::membership::SYSTEM;
+    let h = hash(DEMO_PASSWORD)?;
+    let mut n = 0;
+    let tx = |id: String, org: &str, user: &str, function: &str, args: Value| {
+        domains::transaction(SYSTEM, &id, org, user, function, &args)
+    };
+    let founding = tx(
+        "demo-members-bootstrap".into(),
+        BANK,
+        DEMO_ADMIN,
+        "bootstrap",
+        json!({"org": BANK, "name": "ACME Bank", "admin": DEMO_ADMIN, "password_hash": h}),
+    )?;
+    submit_wave(submitter, vec![(founding, Expect::Commit)])?;
+    n += 1;
+    let names = [
+        (PHARMA, "Umbrella Pharma"),
+        (LOGISTICS, "Globex Logistics"),
+        (HOSPITAL, "Initech Health"),
+    ];
+    let mut wave = Vec::new();
+    for (org, name) in names {
+        let args = json!({"org": org, "name": name, "admin": DEMO_ADMIN, "password_hash": h});
+        wave.push((
+            tx(
+                format!("demo-members-org-{org}"),
+                BANK,
+                DEMO_ADMIN,
+                "add_org",
+                args,
+            )?,
+            Expect::Commit,
+        ));
+    }
+    n += wave.len();
+    submit_wave(submitter, wave)?;
+    let mut wave = Vec::new();
+    for (org, name, roles) in DEMO_USERS {
+        let args = json!({"name": name, "roles": roles, "password_hash": h});
+        wave.push((
+            tx(
+                format!("demo-members-user-{org}-{name}"),
+                org,
+                DEMO_ADMIN,
+                "add_user",
+                args,
+            )?,
+            Expect::Commit,
+        ));
+    }
+    n += wave.len();
+    submit_wave(submitter, wave)?;
+    Ok(n)
+}
+
 /// What the demo expects of one scripted transaction.
 enum Expect {
     Commit,
@@ -53,8 +130,7 @@ impl Script {
         args: Value,
         expect: Expect,
     ) -> anyhow::Result<()> {
-        let submitter = format!("admin@{org}");
-        let t = domains::transaction(domain, &id.into(), org, &submitter, function, &args)?;
+        let t = domains::transaction(domain, &id.into(), org, DEMO_ADMIN, function, &args)?;
         self.steps.push((t, expect));
         Ok(())
     }
@@ -507,7 +583,7 @@ pub fn spawn_load(
                         "to": account(to, if from == to { "treasury" } else { "operating" }),
                         "amount": rng.random_range(1..10_000u64), "currency": CURRENCY,
                     });
-                    let submitter_name = format!("admin@{from}");
+                    let submitter_name = DEMO_ADMIN.to_string();
                     let t = domains::transaction(
                         FINANCE,
                         &format!("demo-{run}-{n}"),

@@ -4,10 +4,10 @@
 // A command-line tool: its reports go to standard output by design.
 #![allow(clippy::print_stdout)]
 
+mod api;
 mod bench;
 mod cli;
 mod demo;
-mod http;
 mod node;
 mod tools;
 

@@ -424,6 +424,16 @@ impl ChainStore {
         row.map(|r| r.header()).transpose()
     }
 
+    /// The height of the block with this hash, if any.
+    pub fn height_of(&mut self, hash: &Hash) -> Result<Option<u64>, LedgerError> {
+        let h: Option<i64> = blocks::table
+            .filter(blocks::hash.eq(hash.0.as_slice()))
+            .select(blocks::height)
+            .first(&mut self.conn)
+            .optional()?;
+        h.map(|h| to_u64(h, 0, "height")).transpose()
+    }
+
     /// Headers with their stored hashes and leaves, for heights in `from..=to`.
     pub fn headers(
         &mut self,

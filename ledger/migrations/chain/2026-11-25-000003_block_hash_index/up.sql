@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS blocks_by_hash ON blocks (hash);

@@ -1,0 +1,394 @@
+//! The REST API under `/v1`: authenticated (JWT), authorized per role,
+//! organization and partition, documented by OpenAPI (utoipa, collected
+//! from the handlers themselves so the document cannot miss a route), with
+//! errors as `application/problem+json`.
+//!
+//! | module | routes |
+//! |---|---|
+//! | `session` | `/v1/auth/*`: token, refresh, revoke, me, jwks |
+//! | `tx` | `/v1/transactions*`: submit, batch, read, receipt |
+//! | `domain_routes` | `/v1/finance/*`, `/v1/supply-chain/*`, `/v1/healthcare/*`: typed operations and queries |
+//! | `chain` | `/v1/blocks*`, `/v1/state/*`, `/v1/audit*` |
+//! | `events` | `/v1/events`: Server-Sent Events |
+//! | `admin` | `/v1/orgs*`, `/v1/consortium/settings` |
+//! | `ops` | `/livez`, `/readyz`, `/v1/status`, `/metrics` |
+
+pub mod admin;
+pub mod auth;
+pub mod chain;
+pub mod directory;
+pub mod domain_routes;
+pub mod events;
+pub mod ops;
+pub mod problem;
+pub mod schema;
+pub mod session;
+pub mod tx;
+
+use crate::node::{Committed, Status, Submitter};
+use actix_web::http::{header, Method};
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use auth::{Auth, Caller, SharedDirectory};
+use events::EventHub;
+use ledger::storage::{ChainStore, Sync};
+use ledger::{LedgerError, Registry, Transaction};
+use problem::ApiError;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+
+/// Named bounds of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Bytes of one request body.
+    pub body_bytes_max: usize,
+    /// Transactions in one batch request.
+    pub batch_len_max: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            body_bytes_max: 16 * 1024 * 1024,
+            batch_len_max: 10_000,
+        }
+    }
+}
+
+/// Everything a handler needs; shared by all workers.
+pub struct Api {
+    pub node: Submitter,
+    pub status: Arc<RwLock<Status>>,
+    pub directory: SharedDirectory,
+    pub auth: Auth,
+    pub registry: Registry,
+    pub limits: ApiLimits,
+    pub events: Arc<EventHub>,
+    pub data_dir: PathBuf,
+    readers: Mutex<Vec<ChainStore>>,
+    pub metrics: ops::Metrics,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+/// Read connections kept for reuse.
+const READERS_MAX: usize = 8;
+
+impl Api {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: Submitter,
+        status: Arc<RwLock<Status>>,
+        directory: SharedDirectory,
+        auth: Auth,
+        registry: Registry,
+        limits: ApiLimits,
+        events: Arc<EventHub>,
+        data_dir: PathBuf,
+        metrics: ops::Metrics,
+    ) -> Api {
+        Api {
+            node,
+            status,
+            directory,
+            auth,
+            registry,
+            limits,
+            events,
+            data_dir,
+            readers: Mutex::new(Vec::new()),
+            metrics,
+        }
+    }
+}
+
+/// Runs `f` on a read connection to `chain.db`, off the async threads.
+/// The chain database only ever holds durable blocks.
+pub async fn read_chain<T: Send + 'static>(
+    api: &web::Data<Api>,
+    f: impl FnOnce(&mut ChainStore) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    {
+        let api = api.clone();
+        web::block(move || {
+            let reused = api.readers.lock().ok().and_then(|mut r| r.pop());
+            let mut store = match reused {
+                Some(s) => s,
+                None => ChainStore::open(&api.data_dir, Sync::Off)?,
+            };
+            let out = f(&mut store);
+            if let Ok(mut r) = api.readers.lock() {
+                if r.len() < READERS_MAX {
+                    r.push(store);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+    }
+}
+
+type Answer = tokio::sync::oneshot::Receiver<Result<Committed, String>>;
+
+/// Queues transactions for ordering (off the async threads: the queue
+/// blocks when full) and returns where each one's answer will arrive.
+pub async fn order(api: &web::Data<Api>, txs: Vec<Transaction>) -> Result<Vec<Answer>, ApiError> {
+    let node = api.node.clone();
+    web::block(move || {
+        let mut answers = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            node.submit(tx, Some(reply))?;
+            answers.push(answer);
+        }
+        Ok::<_, anyhow::Error>(answers)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+/// Orders a membership (`system`) transaction for the caller and waits for
+/// it. A rejection comes back as a problem with the chaincode's code (403
+/// for denials, 409 for conflicts such as an existing user, 422 otherwise).
+pub async fn submit_system(
+    api: &web::Data<Api>,
+    caller: &Caller,
+    function: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    let tx = Transaction::new(
+        ledger::TxId::new(&auth::new_id()).map_err(ApiError::internal)?,
+        domains::membership::SYSTEM,
+        ledger::FunctionName::new(function).map_err(ApiError::internal)?,
+        &args,
+        ledger::UserId::new(&caller.user).map_err(ApiError::internal)?,
+        caller.org.clone(),
+    );
+    tx::precheck(api, caller, &tx)?;
+    let mut answers = order(api, vec![tx]).await?;
+    let answer = answers
+        .pop()
+        .ok_or_else(|| ApiError::internal("no answer"))?;
+    let c = answer
+        .await
+        .map_err(|_| ApiError::unavailable("the node stopped before answering"))?
+        .map_err(ApiError::internal)?;
+    match (c.outcome.status, &c.outcome.code) {
+        (ledger::TxStatus::Committed, _) => {
+            Ok(serde_json::from_slice(&c.outcome.output).unwrap_or(serde_json::Value::Null))
+        }
+        (_, Some(code)) => Err(rejection(caller, code, &c.outcome.message)),
+        (_, None) => Err(ApiError::internal("rejected without a code")),
+    }
+}
+
+/// The problem for a transaction the chaincode rejected, when the route
+/// answers with the outcome rather than a receipt (admin and typed
+/// endpoints that create things).
+pub fn rejection(caller: &Caller, code: &ledger::Code, message: &str) -> ApiError {
+    use actix_web::http::StatusCode;
+    if domains::is_denial(code) {
+        return auth::deny(caller, code.as_str(), message.to_string());
+    }
+    let name = code.as_str().rsplit(':').next().unwrap_or("");
+    let status = if name.ends_with("_EXISTS") || name.starts_with("ALREADY_") {
+        StatusCode::CONFLICT
+    } else if name.ends_with("NOT_FOUND") {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    ApiError::new(status, code.as_str(), message)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Parledger API",
+        description = "The REST API of a Parledger node: a permissioned ledger for consortia. \
+Authenticate with `POST /v1/auth/token`, then send `Authorization: Bearer <token>`. \
+Every error is `application/problem+json` with a stable `code`.",
+        license(name = "Apache-2.0"),
+        version = "1.0.0"
+    ),
+    modifiers(&Security),
+    components(schemas(problem::Problem, schema::ReceiptDoc)),
+    tags(
+        (name = "auth", description = "Sign in, tokens, sign out"),
+        (name = "transactions", description = "Submit transactions and read their receipts"),
+        (name = "finance", description = "Accounts, transfers and two-phase transfers"),
+        (name = "supply_chain", description = "Products, lots, shipments, checkpoints, recalls"),
+        (name = "healthcare", description = "Patients, record references, consent, access"),
+        (name = "chain", description = "Blocks and state"),
+        (name = "audit", description = "Audit search, export and chain verification"),
+        (name = "events", description = "Server-Sent Events"),
+        (name = "admin", description = "Organizations, users, roles and keys"),
+        (name = "ops", description = "Health, status and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route of the API.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.configure(ops::routes)
+        .configure(session::routes)
+        .configure(tx::routes)
+        .configure(domain_routes::routes)
+        .configure(chain::routes)
+        .configure(events::routes)
+        .configure(admin::routes);
+}
+
+/// The OpenAPI document, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts()
+        .1
+}
+
+/// The document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi()
+        .to_pretty_json()
+        .map(|s| s + "\n")
+        .unwrap_or_default()
+}
+
+/// Route templates and their methods, for `405` and `Allow`.
+#[derive(Debug, Clone)]
+pub struct RouteTable(Vec<(Vec<String>, Vec<Method>)>);
+
+impl RouteTable {
+    pub fn of(doc: &utoipa::openapi::OpenApi) -> Self {
+        let mut table = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let segments = path.split('/').map(str::to_string).collect();
+            let mut methods = Vec::new();
+            let ops = [
+                (Method::GET, item.get.is_some()),
+                (Method::POST, item.post.is_some()),
+                (Method::PUT, item.put.is_some()),
+                (Method::PATCH, item.patch.is_some()),
+                (Method::DELETE, item.delete.is_some()),
+            ];
+            for (m, present) in ops {
+                if present {
+                    methods.push(m);
+                }
+            }
+            table.push((segments, methods));
+        }
+        RouteTable(table)
+    }
+
+    /// Methods allowed on `path`, if some route matches it.
+    fn allowed(&self, path: &str) -> Vec<Method> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut out = Vec::new();
+        for (segments, methods) in &self.0 {
+            let matches = segments.len() == parts.len()
+                && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(s, p)| (s.starts_with('{') && !p.is_empty()) || s == p);
+            if matches {
+                out.extend(methods.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// Unknown routes: 405 with `Allow` when the path exists with other
+/// methods, 404 otherwise.
+async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
+    let allowed = table.allowed(req.path());
+    if allowed.is_empty() {
+        return actix_web::ResponseError::error_response(&problem::not_found(req).await);
+    }
+    let mut r = actix_web::ResponseError::error_response(&problem::method_not_allowed());
+    let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    if let Ok(v) = header::HeaderValue::from_str(&list.join(", ")) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+/// Builds the application for one worker.
+pub fn app(
+    api: web::Data<Api>,
+    doc: utoipa::openapi::OpenApi,
+    table: web::Data<RouteTable>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limits = api.limits;
+    let (app, _) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts();
+    app.app_data(api)
+        .app_data(table)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limits.body_bytes_max)
+                .error_handler(problem::json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(problem::query_error))
+        .app_data(web::PathConfig::default().error_handler(problem::path_error))
+        .service(
+            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", doc),
+        )
+        .default_service(web::to(fallback))
+        .wrap(actix_web::middleware::from_fn(ops::track))
+}
+
+/// Runs the HTTP server until SIGINT or SIGTERM.
+pub fn run(listen: std::net::SocketAddr, api: Api) -> anyhow::Result<()> {
+    let api = web::Data::new(api);
+    let doc = openapi();
+    let table = web::Data::new(RouteTable::of(&doc));
+    actix_web::rt::System::new().block_on(async move {
+        actix_web::HttpServer::new(move || app(api.clone(), doc.clone(), table.clone()))
+            .bind(listen)?
+            .run()
+            .await
+    })?;
+    Ok(())
+}
