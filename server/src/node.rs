@@ -21,10 +21,21 @@ pub struct ServeArgs {
     /// Where the node keeps its SQLite databases (created if missing).
     #[arg(long, default_value = "data", env = "PARLEDGER_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Address of the HTTP API. Loopback by default: the embedded demo has
-    /// no authentication yet and must not be reachable from elsewhere.
+    /// Address of the API. Plain HTTP is refused on anything but loopback:
+    /// give --tls-cert and --tls-key (or --allow-plain-http behind a
+    /// TLS-terminating proxy).
     #[arg(long, default_value = "127.0.0.1:8080", env = "PARLEDGER_LISTEN")]
     pub listen: SocketAddr,
+    /// Certificate chain (PEM) for HTTPS.
+    #[arg(long, env = "PARLEDGER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM, PKCS#8, PKCS#1 or SEC1) for HTTPS.
+    #[arg(long, env = "PARLEDGER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (only behind a proxy that
+    /// terminates TLS).
+    #[arg(long)]
+    pub allow_plain_http: bool,
     /// Execution threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -236,6 +247,21 @@ pub fn now_ms() -> u64 {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = args
+        .tls_cert
+        .clone()
+        .zip(args.tls_key.clone())
+        .map(|(cert, key)| api::Tls { cert, key });
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_plain_http {
+        anyhow::bail!(
+            "refusing plain HTTP on {}: give --tls-cert and --tls-key, or --allow-plain-http behind a TLS-terminating proxy",
+            args.listen
+        );
+    }
+    if let Some(t) = &tls {
+        // Fail before opening anything if the certificate is unusable.
+        api::tls_config(t)?;
+    }
     let mut config = EngineConfig::new(&args.data_dir);
     config.limits = Limits {
         batch_len_max: args.batch_len_max,
@@ -297,7 +323,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             init_consortium(&submitter, org, &args)?;
         }
     }
-    let scheme = "http";
+    let scheme = if tls.is_some() { "https" } else { "http" };
     {
         let s = status
             .read()
@@ -338,7 +364,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.data_dir.clone(),
         metrics,
     );
-    let served = api::run(args.listen, api);
+    let served = api::run(args.listen, tls.as_ref(), api);
     // The HTTP server has stopped (SIGINT or SIGTERM): stop the demo load so
     // that the last Submitter goes away, which closes the queue and lets the
     // sequencer apply what it holds, flush the state and stop.

@@ -379,16 +379,50 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
 
-/// Runs the HTTP server until SIGINT or SIGTERM.
-pub fn run(listen: std::net::SocketAddr, api: Api) -> anyhow::Result<()> {
+/// Certificate chain and private key files (PEM) for HTTPS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3).
+pub fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ServerConfig> {
+    use anyhow::Context;
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let certs = rustls_pemfile::certs(&mut read(&tls.cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificates in {}", tls.cert.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in {}",
+        tls.cert.display()
+    );
+    let key = rustls_pemfile::private_key(&mut read(&tls.key)?.as_slice())
+        .with_context(|| format!("parsing the private key in {}", tls.key.display()))?
+        .ok_or_else(|| anyhow::anyhow!("no private key in {}", tls.key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and key do not form a usable pair")
+}
+
+/// Runs the HTTP server until SIGINT or SIGTERM: HTTPS when `tls` is given.
+pub fn run(listen: std::net::SocketAddr, tls: Option<&Tls>, api: Api) -> anyhow::Result<()> {
     let api = web::Data::new(api);
     let doc = openapi();
     let table = web::Data::new(RouteTable::of(&doc));
+    let config = tls.map(tls_config).transpose()?;
     actix_web::rt::System::new().block_on(async move {
-        actix_web::HttpServer::new(move || app(api.clone(), doc.clone(), table.clone()))
-            .bind(listen)?
-            .run()
-            .await
+        let server =
+            actix_web::HttpServer::new(move || app(api.clone(), doc.clone(), table.clone()));
+        match config {
+            Some(c) => server.bind_rustls_0_23(listen, c)?,
+            None => server.bind(listen)?,
+        }
+        .run()
+        .await
     })?;
     Ok(())
 }
