@@ -9,7 +9,7 @@
 
 use crate::hash::{tag, Canon, Hash};
 use crate::merkle::{self, InclusionProof};
-use crate::model::{tx_leaf, Timestamp, Transaction, TxOutcome};
+use crate::model::{Timestamp, Transaction, TxOutcome};
 use serde::{Deserialize, Serialize};
 
 /// The header of a block.
@@ -66,7 +66,7 @@ pub fn tx_leaves(txs: &[Transaction], outcomes: &[TxOutcome]) -> Vec<Hash> {
     txs.par_iter()
         .zip(outcomes.par_iter())
         .with_min_len(256)
-        .map(|(tx, o)| tx_leaf(&tx.hash(), &o.hash()))
+        .map(|(tx, o)| tx.leaf(o))
         .collect()
 }
 
@@ -129,7 +129,7 @@ impl Receipt {
                 proof: self.proof.tree_size,
             });
         }
-        let leaf = tx_leaf(&self.tx.hash(), &self.outcome.hash());
+        let leaf = self.tx.leaf(&self.outcome);
         let root = merkle::root_from_proof(&leaf, &self.proof).ok_or(ReceiptError::Malformed)?;
         if root != self.header.tx_root {
             return Err(ReceiptError::Root {

@@ -26,6 +26,6 @@ pub use executor::{Executor, KnownIds, Schedule};
 pub use hash::Hash;
 pub use model::{
     DomainId, Event, FunctionName, Limits, OrgId, PartitionId, Timestamp, Transaction, TxId,
-    TxOutcome, TxStatus, UserId, Version, Write,
+    TxOutcome, TxSignature, TxStatus, UserId, Version, Write,
 };
 pub use state::State;

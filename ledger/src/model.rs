@@ -264,6 +264,21 @@ pub struct Transaction {
     pub args: Vec<u8>,
     pub submitter: UserId,
     pub org: OrgId,
+    /// The submitter's Ed25519 signature of [`Transaction::hash`], when the
+    /// client signed it (non-repudiation). Not part of the hash it signs;
+    /// committed to by the transaction's Merkle leaf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<TxSignature>,
+}
+
+/// A submitter's signature of a transaction, by one of its registered keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxSignature {
+    /// The key id under which the submitter's public key is registered.
+    pub kid: String,
+    /// Ed25519 signature (64 bytes) of the transaction hash.
+    #[serde(with = "hex_bytes")]
+    pub sig: Vec<u8>,
 }
 
 impl Transaction {
@@ -283,6 +298,25 @@ impl Transaction {
             args: canonical_json(args),
             submitter,
             org,
+            signature: None,
+        }
+    }
+
+    /// This transaction's Merkle leaf with `outcome`. An unsigned
+    /// transaction's leaf is `H(0x12 ‖ tx hash ‖ result hash)`; a signed
+    /// one's also covers the key id and signature, so that the stored
+    /// signature is as tamper-evident as the rest of the block.
+    pub fn leaf(&self, outcome: &TxOutcome) -> Hash {
+        match &self.signature {
+            None => tx_leaf(&self.hash(), &outcome.hash()),
+            Some(s) => {
+                let mut c = Canon::new(tag::TX_LEAF);
+                c.hash(&self.hash())
+                    .hash(&outcome.hash())
+                    .str(&s.kid)
+                    .bytes(&s.sig);
+                c.finish()
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use crate::block::BlockHeader;
 use crate::error::LedgerError;
 use crate::hash::Hash;
 use crate::merkle;
-use crate::model::{tx_leaf, PartitionId, TxOutcome};
+use crate::model::{PartitionId, TxOutcome};
 use crate::state::State;
 use crate::storage::{
     ChainStore, HistoryIndexRow, IdIndexRow, OrgIndexRow, StateStore, Sync, CHAIN_FILE,
@@ -150,9 +150,7 @@ pub fn verify_data_dir(
             }
             let leaves: Vec<Hash> = {
                 use rayon::prelude::*;
-                txs.par_iter()
-                    .map(|(tx, o)| tx_leaf(&tx.hash(), &o.hash()))
-                    .collect()
+                txs.par_iter().map(|(tx, o)| tx.leaf(o)).collect()
             };
             let tx_root = merkle::root(&leaves);
             if tx_root != header.tx_root {

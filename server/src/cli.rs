@@ -33,6 +33,13 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create an Ed25519 key pair for signing transactions: writes the
+    /// private key (PKCS#8 PEM, mode 0600) and prints the public key in hex,
+    /// to register with `POST /v1/orgs/{org}/users/{name}/keys`.
+    Keygen(KeygenArgs),
+    /// Sign a transaction request (the JSON body of `POST /v1/transactions`,
+    /// with its `id`) as USER of ORG: prints the body with `signature` added.
+    Sign(SignArgs),
     /// Print the OpenAPI document of the REST API (the committed
     /// `openapi/openapi.json` is this output).
     Openapi,
@@ -67,11 +74,40 @@ pub struct VerifyReceiptArgs {
     pub block_hash: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The private key from `parledger keygen`.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The key id it is registered under.
+    #[arg(long)]
+    pub kid: String,
+    /// The submitting organization.
+    #[arg(long)]
+    pub org: String,
+    /// The submitting user (its name within the organization).
+    #[arg(long)]
+    pub user: String,
+    /// The request body (`-` for standard input).
+    pub file: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Execute a generated finance workload sequentially and in parallel,
     /// check both give the same state root, and print one JSON object.
     Exec(bench::ExecArgs),
+    /// Committed transfers per second and batch latency through the REST
+    /// API (batches of transfers to /v1/transactions/batch); starts its own
+    /// node unless --addr is given. Prints one JSON object.
+    Http(crate::bench_http::HttpArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -83,6 +119,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tools::verify_receipt(&args.file, args.block_hash.as_deref())
         }
         Command::Bench(BenchCommand::Exec(args)) => bench::exec(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(BenchCommand::Http(args)) => {
+            crate::bench_http::http(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Keygen(args) => tools::keygen(&args.out),
+        Command::Sign(args) => tools::sign(&args),
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 
 mod api;
 mod bench;
+mod bench_http;
 mod cli;
 mod demo;
 mod node;

@@ -505,7 +505,11 @@ fn order(
             raft_index: engine.height() + 1,
             parent: engine.tip().map(|(h, hash)| (h.height, *hash)),
         };
-        match engine.apply(batch) {
+        let started = Instant::now();
+        let applied = engine.apply(batch);
+        metrics::histogram!("parledger_block_apply_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match applied {
             // The responder answers once the block is durable, while this
             // thread goes on to order and execute the next batch.
             Ok(block) => {

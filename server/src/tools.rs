@@ -124,3 +124,46 @@ pub fn verify_receipt(file: &Path, trusted: Option<&str>) -> anyhow::Result<Exit
         }
     }
 }
+
+/// `parledger keygen`: a new Ed25519 key pair for signing transactions.
+pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    let key = crate::api::auth::create_private_key(out)?;
+    println!("{}", hex::encode(key.verifying_key().to_bytes()));
+    eprintln!(
+        "private key written to {}; register the public key above as one of your keys",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `parledger sign`: adds the submitter's signature of the transaction hash
+/// to a request body.
+pub fn sign(args: &crate::cli::SignArgs) -> anyhow::Result<ExitCode> {
+    use ed25519_dalek::Signer;
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let mut body: serde_json::Value = serde_json::from_str(&text).context("not JSON")?;
+    let field = |name: &str| -> anyhow::Result<String> {
+        body.get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("the request needs a string field {name:?}"))
+    };
+    let tx = ledger::Transaction::new(
+        ledger::TxId::new(&field("id")?)?,
+        ledger::DomainId::new(&field("domain")?)?,
+        ledger::FunctionName::new(&field("function")?)?,
+        body.get("args").unwrap_or(&serde_json::Value::Null),
+        ledger::UserId::new(&args.user)?,
+        ledger::OrgId::new(&args.org)?,
+    );
+    let key = crate::api::auth::load_private_key(&args.key)?;
+    let sig = key.sign(&tx.hash().0);
+    body["signature"] = serde_json::json!({"kid": args.kid, "sig": hex::encode(sig.to_bytes())});
+    println!("{body}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -5,7 +5,7 @@
 use crate::error::Code;
 use crate::model::{
     DomainId, Event, FunctionName, InvalidId, OrgId, PartitionId, Transaction, TxId, TxOutcome,
-    TxStatus, UserId, Write,
+    TxSignature, TxStatus, UserId, Write,
 };
 use smol_str::SmolStr;
 
@@ -153,10 +153,16 @@ pub fn encode_chunk(txs: &[Transaction], outcomes: &[TxOutcome]) -> Vec<u8> {
         e.bytes(&tx.args);
         e.bytes(tx.submitter.as_str().as_bytes());
         e.bytes(tx.org.as_str().as_bytes());
-        e.0.push(match o.status {
-            TxStatus::Committed => 0,
-            TxStatus::Rejected => 1,
-        });
+        // The high bit of the status byte says a signature follows the
+        // writes (chunks written before signatures existed have none).
+        let signed = if tx.signature.is_some() { SIGNED } else { 0 };
+        e.0.push(
+            signed
+                | match o.status {
+                    TxStatus::Committed => 0,
+                    TxStatus::Rejected => 1,
+                },
+        );
         match &o.code {
             None => e.0.push(0),
             Some(c) => {
@@ -168,24 +174,34 @@ pub fn encode_chunk(txs: &[Transaction], outcomes: &[TxOutcome]) -> Vec<u8> {
         e.bytes(&o.output);
         put_events(&mut e, &o.events);
         put_writes(&mut e, &o.writes);
+        if let Some(s) = &tx.signature {
+            e.bytes(s.kid.as_bytes());
+            e.bytes(&s.sig);
+        }
     }
     e.0
 }
+
+/// Status-byte flag: the transaction carries a signature.
+const SIGNED: u8 = 0x80;
 
 pub fn decode_chunk(buf: &[u8]) -> Result<Vec<(Transaction, TxOutcome)>, CodecError> {
     let mut d = Dec { buf };
     let n = d.u32()? as usize;
     let mut out = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
-        let tx = Transaction {
+        let mut tx = Transaction {
             id: id(TxId::new(d.str()?))?,
             domain: id(DomainId::new(d.str()?))?,
             function: id(FunctionName::new(d.str()?))?,
             args: d.bytes()?.to_vec(),
             submitter: id(UserId::new(d.str()?))?,
             org: id(OrgId::new(d.str()?))?,
+            signature: None,
         };
-        let status = match d.u8()? {
+        let status_byte = d.u8()?;
+        let signed = status_byte & SIGNED != 0;
+        let status = match status_byte & !SIGNED {
             0 => TxStatus::Committed,
             1 => TxStatus::Rejected,
             t => return Err(CodecError(format!("bad status {t}"))),
@@ -206,6 +222,12 @@ pub fn decode_chunk(buf: &[u8]) -> Result<Vec<(Transaction, TxOutcome)>, CodecEr
             events: get_events(&mut d)?,
             writes: get_writes(&mut d)?,
         };
+        if signed {
+            tx.signature = Some(TxSignature {
+                kid: d.str()?.to_string(),
+                sig: d.bytes()?.to_vec(),
+            });
+        }
         out.push((tx, outcome));
     }
     d.end()?;
@@ -251,8 +273,17 @@ mod tests {
             ],
         };
         let rejected = TxOutcome::rejected(Code::from_static("FINANCE:NOPE"), "no");
-        let records = vec![(tx.clone(), ok.clone()), (tx.clone(), rejected.clone())];
-        let enc = encode_chunk(&[tx.clone(), tx], &[ok, rejected]);
+        let mut signed = tx.clone();
+        signed.signature = Some(TxSignature {
+            kid: "k1".into(),
+            sig: vec![7; 64],
+        });
+        let records = vec![
+            (tx.clone(), ok.clone()),
+            (signed.clone(), rejected.clone()),
+            (tx.clone(), rejected.clone()),
+        ];
+        let enc = encode_chunk(&[tx.clone(), signed, tx], &[ok, rejected.clone(), rejected]);
         assert_eq!(decode_chunk(&enc).unwrap(), records);
         assert!(decode_chunk(&enc[..enc.len() - 1]).is_err());
         let mut longer = enc.clone();

@@ -167,16 +167,29 @@ fn b64url(b: &[u8]) -> String {
 /// Loads the node's Ed25519 signing key, creating it (mode 0600) if absent.
 fn load_or_create_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     if path.exists() {
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("reading JWT key {}", path.display()))?;
-        return ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("JWT key {}: {e}", path.display()));
+        return load_private_key(path);
     }
+    let key = create_private_key(path)?;
+    tracing::info!(path = %path.display(), "created the node's JWT signing key");
+    Ok(key)
+}
+
+/// Reads an Ed25519 private key (PKCS#8 PEM).
+pub fn load_private_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("key {}: {e}", path.display()))
+}
+
+/// Generates an Ed25519 key and writes it (PKCS#8 PEM, mode 0600) to a
+/// new file.
+pub fn create_private_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core06::OsRng);
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .map_err(|e| anyhow::anyhow!("encoding JWT key: {e}"))?;
-    if let Some(dir) = path.parent() {
+        .map_err(|e| anyhow::anyhow!("encoding a key: {e}"))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let mut opts = std::fs::OpenOptions::new();
@@ -189,8 +202,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> 
     use std::io::Write;
     opts.open(path)
         .and_then(|mut f| f.write_all(pem.as_bytes()))
-        .with_context(|| format!("writing JWT key {}", path.display()))?;
-    tracing::info!(path = %path.display(), "created the node's JWT signing key");
+        .with_context(|| format!("writing key {}", path.display()))?;
     Ok(key)
 }
 

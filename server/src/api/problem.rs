@@ -155,6 +155,9 @@ pub mod codes {
     pub const TOKEN_REVOKED: &str = "AUTH:TOKEN_REVOKED";
     pub const BAD_CREDENTIALS: &str = "AUTH:BAD_CREDENTIALS";
     pub const USER_DISABLED: &str = "AUTH:USER_DISABLED";
+    pub const SIGNATURE_REQUIRED: &str = "AUTH:SIGNATURE_REQUIRED";
+    pub const UNKNOWN_KEY: &str = "AUTH:UNKNOWN_KEY";
+    pub const BAD_SIGNATURE: &str = "AUTH:BAD_SIGNATURE";
 }
 
 /// `JsonConfig`'s error handler: malformed JSON is 400, a wrong content type

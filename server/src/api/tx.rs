@@ -10,7 +10,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpResponse};
 use domains::membership::{self, Role};
 use ledger::block::Receipt;
-use ledger::{DomainId, FunctionName, Transaction, TxId, TxStatus, UserId};
+use ledger::{DomainId, FunctionName, Transaction, TxId, TxSignature, TxStatus, UserId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
@@ -36,6 +36,21 @@ pub struct SubmitRequest {
     /// shapes).
     #[schema(value_type = Object)]
     pub args: serde_json::Value,
+    /// The submitter's Ed25519 signature of the transaction hash (required
+    /// when the consortium setting `require_signatures` is on). Sign with
+    /// `parledger sign`; the request must then carry its `id`.
+    #[serde(default)]
+    pub signature: Option<SignatureRequest>,
+}
+
+/// A signature by one of the submitter's registered keys.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRequest {
+    /// Key id, as registered with `POST /v1/orgs/{org}/users/{name}/keys`.
+    pub kid: String,
+    /// 64-byte Ed25519 signature of the 32-byte transaction hash, in hex.
+    pub sig: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -189,7 +204,7 @@ pub fn admit(api: &Api, caller: &Caller, req: SubmitRequest) -> Result<Transacti
     }
     let function = FunctionName::new(&req.function).map_err(|e| invalid_id("function", e))?;
     let submitter = UserId::new(&caller.user).map_err(ApiError::internal)?;
-    let tx = Transaction::new(
+    let mut tx = Transaction::new(
         id,
         domain,
         function,
@@ -197,8 +212,75 @@ pub fn admit(api: &Api, caller: &Caller, req: SubmitRequest) -> Result<Transacti
         submitter,
         caller.org.clone(),
     );
+    if let Some(s) = req.signature {
+        let sig = hex::decode(&s.sig)
+            .ok()
+            .filter(|b| b.len() == 64)
+            .ok_or_else(|| {
+                ApiError::unprocessable(codes::INVALID_BODY, "sig must be 128 hex digits")
+            })?;
+        tx.signature = Some(TxSignature { kid: s.kid, sig });
+    }
+    check_signature(api, caller, &tx)?;
     precheck(api, caller, &tx)?;
     Ok(tx)
+}
+
+/// A signature, when present, must verify under the submitter's key of
+/// that id; when the consortium requires signatures, one must be present.
+pub fn check_signature(api: &Api, caller: &Caller, tx: &Transaction) -> Result<(), ApiError> {
+    let (required, key) = {
+        let dir = auth::directory(api)?;
+        let key = tx.signature.as_ref().and_then(|s| {
+            dir.user(&caller.org, &caller.user)?
+                .keys
+                .get(&s.kid)
+                .map(|k| k.public_key.clone())
+        });
+        (dir.settings.require_signatures, key)
+    };
+    let Some(s) = &tx.signature else {
+        if required {
+            return Err(auth::deny(
+                caller,
+                codes::SIGNATURE_REQUIRED,
+                "the consortium requires every transaction to be signed".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let Some(key) = key else {
+        return Err(auth::deny(
+            caller,
+            codes::UNKNOWN_KEY,
+            format!("{}/{} has no key {:?}", caller.org, caller.user, s.kid),
+        ));
+    };
+    if verify_signature(&key, &tx.hash().0, &s.sig) {
+        Ok(())
+    } else {
+        Err(auth::deny(
+            caller,
+            codes::BAD_SIGNATURE,
+            format!("the signature does not verify under key {:?}", s.kid),
+        ))
+    }
+}
+
+/// Ed25519 (strict) verification of `sig` over `message` by a hex key.
+pub fn verify_signature(public_key_hex: &str, message: &[u8], sig: &[u8]) -> bool {
+    let Some(pk) = hex::decode(public_key_hex)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+        return false;
+    };
+    ed25519_dalek::VerifyingKey::from_bytes(&pk)
+        .and_then(|vk| vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)))
+        .is_ok()
 }
 
 /// The chaincode's `prepare` on the node that received the request: what
@@ -350,13 +432,28 @@ pub async fn batch(
             ),
         ));
     }
-    let mut results: Vec<Option<TxResult>> = Vec::with_capacity(items.len());
-    let mut ids = Vec::with_capacity(items.len());
+    // Admission (argument decoding, signature checks) in parallel.
+    let admitted = {
+        let (api, caller) = (api.clone(), caller.clone());
+        web::block(move || {
+            use rayon::prelude::*;
+            items
+                .into_par_iter()
+                .map(|req| {
+                    let shown = req.id.clone().unwrap_or_default();
+                    (shown, admit(&api, &caller, req))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ApiError::internal)?
+    };
+    let mut results: Vec<Option<TxResult>> = Vec::with_capacity(admitted.len());
+    let mut ids = Vec::with_capacity(admitted.len());
     let mut txs = Vec::new();
     let mut slots = Vec::new();
-    for (i, req) in items.into_iter().enumerate() {
-        let shown = req.id.clone().unwrap_or_default();
-        match admit(&api, &caller, req) {
+    for (i, (shown, outcome)) in admitted.into_iter().enumerate() {
+        match outcome {
             Ok(tx) => {
                 ids.push(tx.id.to_string());
                 slots.push(i);

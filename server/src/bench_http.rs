@@ -1,0 +1,299 @@
+//! `parledger bench http`: committed transfers per second and batch latency
+//! through the REST API, as a member's system would drive it: sign in, then
+//! several connections each posting batches of transfers to
+//! `/v1/transactions/batch` and waiting for their results.
+//!
+//! Without `--url` it starts its own node (`serve --demo` on a free loopback
+//! port and a temporary data directory) and stops it at the end. The load
+//! generator shares the machine with the node: on two cores, the numbers
+//! are a floor for what a separate client machine would see.
+
+use anyhow::Context;
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// A running node (`127.0.0.1:8080`); by default the bench starts one.
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    /// Sign in as this user (`name@org`); it must be an admin (the bench
+    /// opens its own accounts) and member.
+    #[arg(long, default_value = "admin@acme-bank")]
+    pub user: String,
+    #[arg(long, default_value = "parledger-demo")]
+    pub password: String,
+    /// Batch requests in all.
+    #[arg(long, default_value_t = 200)]
+    pub batches: u64,
+    /// Transfers per batch request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_len: usize,
+    /// Connections posting batches at once.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Accounts the transfers move money between.
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    /// With a node the bench starts: its `--batch-window-ms`.
+    #[arg(long, default_value_t = 2)]
+    pub batch_window_ms: u64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection (the bench
+/// measures the server, so the client does as little as possible).
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    host: String,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        Ok(Conn {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+            host: addr.to_string(),
+        })
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some(t) = token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        self.writer.write_all(head.as_bytes())?;
+        self.writer.write_all(body)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse()?;
+                }
+            }
+        }
+        let mut buf = vec![0; len];
+        self.reader.read_exact(&mut buf)?;
+        Ok((status, buf))
+    }
+
+    fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let (status, bytes) =
+            self.request(method, path, token, Some(&serde_json::to_vec(body)?))?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+/// A node the bench started; stopped when dropped.
+struct OwnNode {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(args: &HttpArgs) -> anyhow::Result<(SocketAddr, OwnNode)> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--demo", "--listen", &addr.to_string()])
+        .args(["--batch-window-ms", &args.batch_window_ms.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a node")?;
+    let node = OwnNode { child, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok((200, _)) =
+            Conn::open(addr).and_then(|mut c| c.request("GET", "/readyz", None, None))
+        {
+            return Ok((addr, node));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the node did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub fn http(args: HttpArgs) -> anyhow::Result<()> {
+    let (addr, _node) = match args.addr {
+        Some(a) => (a, None),
+        None => {
+            let (a, n) = start_node(&args)?;
+            (a, Some(n))
+        }
+    };
+    let (user, org) = args.user.split_once('@').context("--user is name@org")?;
+    let mut c = Conn::open(addr)?;
+    let (status, body) = c.json(
+        "POST",
+        "/v1/auth/token",
+        None,
+        &json!({"org": org, "username": user, "password": args.password}),
+    )?;
+    anyhow::ensure!(status == 200, "sign-in failed: {status} {body}");
+    let token = body["access_token"]
+        .as_str()
+        .context("no access_token")?
+        .to_string();
+    // Accounts without a balance bound, so that no transfer is rejected for
+    // funds: the bench measures throughput, the domain tests the rules.
+    let run = format!("{:x}", crate::node::now_ms());
+    let names: Vec<String> = (0..args.accounts).map(|i| format!("b{run}-{i}")).collect();
+    for chunk in names.chunks(args.batch_len.max(1)) {
+        let txs: Vec<Value> = chunk
+            .iter()
+            .map(|n| {
+                json!({"domain": "finance", "function": "open_account",
+                       "args": {"account": n, "currency": "EUR", "limit": "none"}})
+            })
+            .collect();
+        let (status, body) = c.json(
+            "POST",
+            "/v1/transactions/batch",
+            Some(&token),
+            &json!({"transactions": txs}),
+        )?;
+        anyhow::ensure!(status == 200, "opening accounts failed: {status} {body}");
+    }
+    let names = Arc::new(names);
+    let next = Arc::new(AtomicU64::new(0));
+    let committed = Arc::new(AtomicU64::new(0));
+    let others = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.connections.max(1))
+        .map(|w| {
+            let (names, next, committed, others) = (
+                names.clone(),
+                next.clone(),
+                committed.clone(),
+                others.clone(),
+            );
+            let token = token.clone();
+            let org = org.to_string();
+            let (batches, batch_len, seed) = (args.batches, args.batch_len, args.seed);
+            std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (w as u64) << 32);
+                let mut conn = Conn::open(addr)?;
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < batches {
+                    let txs: Vec<Value> = (0..batch_len)
+                        .map(|_| {
+                            let a = rng.random_range(0..names.len());
+                            let b = (a + 1 + rng.random_range(0..names.len() - 1)) % names.len();
+                            json!({"domain": "finance", "function": "transfer", "args": {
+                                "from": {"org": org, "account": names[a]},
+                                "to": {"org": org, "account": names[b]},
+                                "amount": 1 + rng.random_range(0..100u64), "currency": "EUR"}})
+                        })
+                        .collect();
+                    let body = serde_json::to_vec(&json!({"transactions": txs}))?;
+                    let t = Instant::now();
+                    let (status, bytes) =
+                        conn.request("POST", "/v1/transactions/batch", Some(&token), Some(&body))?;
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    anyhow::ensure!(
+                        status == 200,
+                        "batch failed: {status} {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                    let v: Value = serde_json::from_slice(&bytes)?;
+                    for r in v["results"].as_array().into_iter().flatten() {
+                        if r["status"] == "committed" {
+                            committed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            others.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        let l = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a bench connection panicked"))??;
+        latencies.extend(l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let done = committed.load(Ordering::Relaxed);
+    let report = json!({
+        "transfers": done + others.load(Ordering::Relaxed),
+        "committed": done,
+        "not_committed": others.load(Ordering::Relaxed),
+        "batch_len": args.batch_len,
+        "connections": args.connections,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "committed_tps": (done as f64 / seconds).round(),
+        "batch_latency_ms_p50": (percentile(&latencies, 0.5) * 10.0).round() / 10.0,
+        "batch_latency_ms_p99": (percentile(&latencies, 0.99) * 10.0).round() / 10.0,
+    });
+    println!("{report}");
+    Ok(())
+}
