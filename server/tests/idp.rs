@@ -1,0 +1,164 @@
+//! Tokens from an external identity provider: accepted when signed by a
+//! key of its JWKS, issued by it, for this API's audience, and naming a
+//! user of the consortium's membership (whose roles apply); refused
+//! otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(port: u16, path: &str, token: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let text = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (status, serde_json::from_str(text).unwrap_or(Value::Null))
+}
+
+const ISSUER: &str = "https://idp.example.test";
+
+fn token(key: &ed25519_dalek::SigningKey, kid: &str, claims: &Value) -> String {
+    let der = key.to_pkcs8_der().unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn identity_provider_tokens_sign_in_members_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(idp.verifying_key().to_bytes());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "idp-1", "x": x}]})
+            .to_string(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _node = Node(
+        Command::new(env!("CARGO_BIN_EXE_parledger"))
+            .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--idp-issuer", ISSUER])
+            .arg("--idp-jwks")
+            .arg(&jwks)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |sub: &str, iss: &str, aud: &str, exp: u64| json!({"iss": iss, "aud": aud, "sub": sub, "org": "acme-bank", "iat": now, "exp": exp, "jti": format!("idp-{sub}-{exp}")});
+    let good = token(
+        &idp,
+        "idp-1",
+        &claims("alice", ISSUER, "parledger-api", now + 300),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (status, me) = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(_) => {
+                let r = get(port, "/v1/auth/me", &good);
+                if r.0 != 503 {
+                    break r;
+                }
+            }
+            Err(_) => assert!(Instant::now() < deadline, "the node did not start"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (me["org"].as_str(), me["name"].as_str()),
+        (Some("acme-bank"), Some("alice"))
+    );
+    assert_eq!(me["roles"], json!(["member"]));
+
+    let refused = [
+        // Signed by a key the provider does not publish under that kid.
+        token(
+            &stranger,
+            "idp-1",
+            &claims("alice", ISSUER, "parledger-api", now + 300),
+        ),
+        // A kid nobody trusts.
+        token(
+            &idp,
+            "idp-2",
+            &claims("alice", ISSUER, "parledger-api", now + 300),
+        ),
+        // Another audience.
+        token(
+            &idp,
+            "idp-1",
+            &claims("alice", ISSUER, "someone-else", now + 300),
+        ),
+        // Another issuer with the provider's key.
+        token(
+            &idp,
+            "idp-1",
+            &claims("alice", "https://evil.test", "parledger-api", now + 300),
+        ),
+        // Expired (beyond the leeway).
+        token(
+            &idp,
+            "idp-1",
+            &claims("alice", ISSUER, "parledger-api", now - 600),
+        ),
+        // Not a member of the consortium.
+        token(
+            &idp,
+            "idp-1",
+            &claims("mallory", ISSUER, "parledger-api", now + 300),
+        ),
+    ];
+    for (i, t) in refused.iter().enumerate() {
+        let (status, body) = get(port, "/v1/auth/me", t);
+        assert_eq!(status, 401, "case {i}: {body}");
+        assert!(
+            body["code"].as_str().unwrap().starts_with("AUTH:"),
+            "{body}"
+        );
+    }
+}
