@@ -76,6 +76,24 @@ pub struct AppliedBlock {
 }
 
 impl AppliedBlock {
+    /// Every transaction's receipt, proved from memory in one pass.
+    pub fn receipts(&self) -> Vec<Receipt> {
+        merkle::prove_all(&self.leaves)
+            .into_iter()
+            .zip(self.txs.iter().zip(&self.outcomes))
+            .enumerate()
+            .map(|(i, (proof, (tx, outcome)))| Receipt {
+                tx: tx.clone(),
+                outcome: outcome.clone(),
+                height: self.header.height,
+                index: i as u32,
+                block_hash: self.hash,
+                header: self.header.clone(),
+                proof,
+            })
+            .collect()
+    }
+
     /// The receipt of the transaction at `index`, proved from memory.
     pub fn receipt(&self, index: usize) -> Option<Receipt> {
         Some(Receipt {
