@@ -91,6 +91,12 @@ fn to_i64(v: u64, height: u64, what: &str) -> Result<i64, LedgerError> {
     })
 }
 
+/// A query bound: values past SQLite's INTEGER range saturate (no stored
+/// height or time is that large, so the query's meaning is unchanged).
+fn bound(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn to_u64(v: i64, height: u64, what: &str) -> Result<u64, LedgerError> {
     u64::try_from(v).map_err(|_| LedgerError::Corrupt {
         height,
@@ -417,7 +423,7 @@ impl ChainStore {
 
     pub fn header(&mut self, height: u64) -> Result<Option<(BlockHeader, Hash)>, LedgerError> {
         let row: Option<BlockRow> = blocks::table
-            .find(to_i64(height, height, "height")?)
+            .find(bound(height))
             .select(BlockRow::as_select())
             .first(&mut self.conn)
             .optional()?;
@@ -441,9 +447,7 @@ impl ChainStore {
         to: u64,
     ) -> Result<Vec<(BlockHeader, Hash, Vec<Hash>)>, LedgerError> {
         let rows: Vec<BlockRow> = blocks::table
-            .filter(
-                blocks::height.between(to_i64(from, from, "height")?, to_i64(to, to, "height")?),
-            )
+            .filter(blocks::height.between(bound(from), bound(to)))
             .order(blocks::height.asc())
             .select(BlockRow::as_select())
             .load(&mut self.conn)?;
@@ -458,7 +462,7 @@ impl ChainStore {
     /// A block's transactions with their outcomes, in block order.
     pub fn block_txs(&mut self, height: u64) -> Result<Vec<(Transaction, TxOutcome)>, LedgerError> {
         let rows: Vec<(i32, Vec<u8>)> = tx_chunks::table
-            .filter(tx_chunks::height.eq(to_i64(height, height, "height")?))
+            .filter(tx_chunks::height.eq(bound(height)))
             .order(tx_chunks::chunk.asc())
             .select((tx_chunks::chunk, tx_chunks::body))
             .load(&mut self.conn)?;
@@ -496,7 +500,7 @@ impl ChainStore {
     /// One stored chunk of a block's transactions, decoded.
     fn chunk(&mut self, height: u64, chunk: i32) -> Result<Option<Records>, LedgerError> {
         let body: Option<Vec<u8>> = tx_chunks::table
-            .find((to_i64(height, height, "height")?, chunk))
+            .find((bound(height), chunk))
             .select(tx_chunks::body)
             .first(&mut self.conn)
             .optional()?;
@@ -683,7 +687,7 @@ impl ChainStore {
         limit: usize,
         out: &mut Vec<AuditEntry>,
     ) -> Result<usize, LedgerError> {
-        let (f, t) = (to_i64(from, from, "height")?, to_i64(to, to, "height")?);
+        let (f, t) = (bound(from), bound(to));
         // Candidate positions from the narrowest index, in block order.
         // The flag marks positions that declared the queried partition.
         let mut places: Vec<(i64, i32, bool)> = if let Some(p) = &q.partition {
@@ -847,7 +851,7 @@ impl ChainStore {
         let from = match from_ms {
             None => 1,
             Some(ms) => blocks::table
-                .filter(blocks::timestamp_ms.ge(to_i64(ms, 0, "time")?))
+                .filter(blocks::timestamp_ms.ge(bound(ms)))
                 .select(diesel::dsl::min(blocks::height))
                 .first::<Option<i64>>(&mut self.conn)?
                 .map_or(Ok(tip + 1), |h| to_u64(h, 0, "height"))?,
@@ -855,7 +859,7 @@ impl ChainStore {
         let to = match to_ms {
             None => tip,
             Some(ms) => blocks::table
-                .filter(blocks::timestamp_ms.le(to_i64(ms, 0, "time")?))
+                .filter(blocks::timestamp_ms.le(bound(ms)))
                 .select(diesel::dsl::max(blocks::height))
                 .first::<Option<i64>>(&mut self.conn)?
                 .map_or(Ok(0), |h| to_u64(h, 0, "height"))?,
@@ -1135,7 +1139,7 @@ impl StateStore {
         after: Option<Version>,
         limit: usize,
     ) -> Result<Vec<Version>, LedgerError> {
-        let ah = after.map_or(-1i64, |v| v.height as i64);
+        let ah = after.map_or(-1i64, |v| bound(v.height));
         // Each row lists at least one version; the row at `after`'s height
         // may list only earlier ones, hence one more row than versions.
         let rows: Vec<(i64, String)> = key_history::table
@@ -1167,7 +1171,7 @@ impl StateStore {
         key: &[u8],
         at: Version,
     ) -> Result<Option<Version>, LedgerError> {
-        let h = to_i64(at.height, at.height, "height")?;
+        let h = bound(at.height);
         // The row at `at`'s height may list only later versions: two rows.
         let rows: Vec<(i64, String)> = key_history::table
             .filter(key_history::partition.eq(partition.to_string()))

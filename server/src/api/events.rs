@@ -230,6 +230,7 @@ struct Stream {
     /// The last (height, index) sent or skipped.
     after: (u64, u32),
     started: bool,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Stream {
@@ -240,6 +241,9 @@ impl Stream {
             return Some(Ok(Bytes::from_static(b"retry: 2000\n: subscribed\n\n")));
         }
         loop {
+            if *self.stopping.borrow() {
+                return None;
+            }
             match self.phase {
                 Phase::Replay { next } => {
                     let tip = self.api.status.read().map(|s| s.height).unwrap_or(0);
@@ -272,7 +276,12 @@ impl Stream {
                     }
                 }
                 Phase::Live => {
-                    match tokio::time::timeout(KEEPALIVE, self.rx.recv()).await {
+                    let next = tokio::select! {
+                        // The server is stopping: end the stream.
+                        _ = self.stopping.changed() => return None,
+                        next = tokio::time::timeout(KEEPALIVE, self.rx.recv()) => next,
+                    };
+                    match next {
                         Err(_) => return Some(Ok(Bytes::from_static(b": keepalive\n\n"))),
                         Ok(Err(broadcast::error::RecvError::Closed)) => return None,
                         Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
@@ -400,6 +409,7 @@ pub async fn events(
         phase,
         after,
         started: false,
+        stopping: api.stopping(),
     };
     let body = futures_util::stream::unfold(state, |mut s| async move {
         let chunk = s.next_chunk().await?;

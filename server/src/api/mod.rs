@@ -69,6 +69,9 @@ pub struct Api {
     pub data_dir: PathBuf,
     readers: Mutex<Vec<ChainStore>>,
     pub metrics: ops::Metrics,
+    /// Becomes true when the server begins to stop: long-lived responses
+    /// (event streams) end so that the graceful stop does not wait on them.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Api {
@@ -104,7 +107,13 @@ impl Api {
             data_dir,
             readers: Mutex::new(Vec::new()),
             metrics,
+            stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Resolves when the server begins to stop.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 }
 
@@ -310,21 +319,33 @@ impl RouteTable {
         RouteTable(table)
     }
 
-    /// Methods allowed on `path`, if some route matches it.
+    /// Methods allowed on `path`, if some route matches it. A route whose
+    /// segments all match literally (`/v1/transactions/batch`) hides the
+    /// patterns that also match (`/v1/transactions/{id}`).
     fn allowed(&self, path: &str) -> Vec<Method> {
         let parts: Vec<&str> = path.split('/').collect();
-        let mut out = Vec::new();
+        let mut exact = Vec::new();
+        let mut patterned = Vec::new();
         for (segments, methods) in &self.0 {
-            let matches = segments.len() == parts.len()
-                && segments
-                    .iter()
-                    .zip(&parts)
-                    .all(|(s, p)| (s.starts_with('{') && !p.is_empty()) || s == p);
-            if matches {
-                out.extend(methods.iter().cloned());
+            if segments.len() != parts.len() {
+                continue;
+            }
+            let literal = segments.iter().zip(&parts).all(|(s, p)| s == p);
+            let matches = segments
+                .iter()
+                .zip(&parts)
+                .all(|(s, p)| (s.starts_with('{') && !p.is_empty()) || s == p);
+            if literal {
+                exact.extend(methods.iter().cloned());
+            } else if matches {
+                patterned.extend(methods.iter().cloned());
             }
         }
-        out
+        if exact.is_empty() {
+            patterned
+        } else {
+            exact
+        }
     }
 }
 
@@ -415,14 +436,53 @@ pub fn run(listen: std::net::SocketAddr, tls: Option<&Tls>, api: Api) -> anyhow:
     let table = web::Data::new(RouteTable::of(&doc));
     let config = tls.map(tls_config).transpose()?;
     actix_web::rt::System::new().block_on(async move {
+        let stop_api = api.clone();
         let server =
-            actix_web::HttpServer::new(move || app(api.clone(), doc.clone(), table.clone()));
-        match config {
+            actix_web::HttpServer::new(move || app(api.clone(), doc.clone(), table.clone()))
+                // Signals are handled below, so that event streams end first.
+                .disable_signals()
+                .shutdown_timeout(SHUTDOWN_TIMEOUT_S);
+        let server = match config {
             Some(c) => server.bind_rustls_0_23(listen, c)?,
             None => server.bind(listen)?,
         }
-        .run()
-        .await
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: finishing requests in flight");
+            stop_api.stopping.send_replace(true);
+            handle.stop(true).await;
+        });
+        server.await
     })?;
     Ok(())
+}
+
+/// Longest a graceful stop waits for requests in flight (a client whose
+/// batch is cut off retries it with the same ids: nothing is applied twice).
+const SHUTDOWN_TIMEOUT_S: u64 = 10;
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,7 +1,7 @@
 //! OpenAPI schemas for ledger types that the API serializes as they are.
 //! The ledger crate knows nothing of HTTP or utoipa, so these mirror its
-//! serde shapes field for field; `tests::mirrors_match` checks that a real
-//! value's JSON has exactly the fields each mirror documents.
+//! serde shapes field for field; `server/tests/openapi.rs` checks that real
+//! responses' JSON has exactly the fields each mirror documents.
 
 #![allow(dead_code)]
 
@@ -18,6 +18,17 @@ pub struct TransactionDoc {
     pub args: serde_json::Value,
     pub submitter: String,
     pub org: String,
+    /// Present when the submitter signed the transaction.
+    pub signature: Option<SignatureDoc>,
+}
+
+/// Ed25519 signature of the transaction hash by a registered key.
+#[derive(ToSchema)]
+#[schema(as = TxSignature)]
+pub struct SignatureDoc {
+    pub kid: String,
+    /// 64 bytes in hex.
+    pub sig: String,
 }
 
 #[derive(ToSchema)]
@@ -53,7 +64,7 @@ pub struct OutcomeDoc {
     pub status: String,
     pub code: Option<String>,
     pub message: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub output: serde_json::Value,
     pub events: Vec<EventDoc>,
     pub writes: Vec<WriteDoc>,

@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
     "id": "pay-2026-0001",
     "domain": "finance",
     "function": "transfer",
-    "args": {"from": {"org": "acme-bank", "account": "ops-usd"}, "to": {"org": "globex-logistics", "account": "ops-usd"}, "amount": "1250"}
+    "args": {"from": {"org": "acme-bank", "account": "operating"}, "to": {"org": "globex-logistics", "account": "operating"}, "amount": 1250, "currency": "EUR"}
 }))]
 pub struct SubmitRequest {
     /// Client-chosen id (printable ASCII, at most 128 bytes): retrying with
@@ -98,7 +98,7 @@ pub struct TxResult {
     pub code: Option<String>,
     pub message: String,
     /// The function's output.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub output: serde_json::Value,
     pub events: Vec<EventView>,
     pub height: Option<u64>,
