@@ -66,7 +66,8 @@ const WAIT_DEFAULT: Duration = Duration::from_secs(10);
 const WAIT_MAX_MS: u64 = 60_000;
 
 impl WaitParams {
-    fn timeout(&self) -> Option<Duration> {
+    /// How long to wait for the commit; `None`: answer `202` at once.
+    pub fn timeout(&self) -> Option<Duration> {
         if self.wait == Some(false) {
             return None;
         }
