@@ -247,43 +247,48 @@ impl Account {
         Some(a)
     }
 
-    /// Adds a debit (pending or posted) and checks the balance rule.
+    /// Adds a debit (pending or posted) if the balance rule allows it; the
+    /// account is unchanged when it does not (so an error shows the balance
+    /// the transfer found).
     fn debit(&mut self, amount: u128, pending: bool) -> Result<(), RuleBroken> {
+        let (mut d_pending, mut d_posted) = (self.debits_pending, self.debits_posted);
         let total = if pending {
-            &mut self.debits_pending
+            &mut d_pending
         } else {
-            &mut self.debits_posted
+            &mut d_posted
         };
         *total = total.checked_add(amount).ok_or(RuleBroken::Overflow)?;
         if self.limit == BalanceLimit::DebitsMustNotExceedCredits {
-            let debits = self
-                .debits_pending
-                .checked_add(self.debits_posted)
+            let debits = d_pending
+                .checked_add(d_posted)
                 .ok_or(RuleBroken::Overflow)?;
             if debits > self.credits_posted.saturating_add(self.credit_limit) {
                 return Err(RuleBroken::InsufficientFunds);
             }
         }
+        (self.debits_pending, self.debits_posted) = (d_pending, d_posted);
         Ok(())
     }
 
-    /// Adds a credit (pending or posted) and checks the balance rule.
+    /// Adds a credit (pending or posted) if the balance rule allows it; the
+    /// account is unchanged when it does not.
     fn credit(&mut self, amount: u128, pending: bool) -> Result<(), RuleBroken> {
+        let (mut c_pending, mut c_posted) = (self.credits_pending, self.credits_posted);
         let total = if pending {
-            &mut self.credits_pending
+            &mut c_pending
         } else {
-            &mut self.credits_posted
+            &mut c_posted
         };
         *total = total.checked_add(amount).ok_or(RuleBroken::Overflow)?;
         if self.limit == BalanceLimit::CreditsMustNotExceedDebits {
-            let credits = self
-                .credits_pending
-                .checked_add(self.credits_posted)
+            let credits = c_pending
+                .checked_add(c_posted)
                 .ok_or(RuleBroken::Overflow)?;
             if credits > self.debits_posted {
                 return Err(RuleBroken::CreditsExceedDebits);
             }
         }
+        (self.credits_pending, self.credits_posted) = (c_pending, c_posted);
         Ok(())
     }
 }
@@ -1204,14 +1209,18 @@ pub fn account(state: &State, org: &OrgId, name: &str) -> Option<AccountView> {
 /// `org`'s accounts in name order, after `after` (exclusive), at most `limit`.
 pub fn accounts(state: &State, org: &OrgId, after: Option<&str>, limit: usize) -> Vec<AccountView> {
     let pid = PartitionId::new(org.clone(), FINANCE);
-    state
-        .scan(&pid, b"acct/")
+    let Some(part) = state.partition(&pid) else {
+        return Vec::new();
+    };
+    // The page starts at its cursor in the ordered key set (no rescan of
+    // the pages before it).
+    let after = after.map(account_key);
+    part.entries
+        .scan_after(b"acct/", after.as_deref())
         .filter_map(|(k, e)| {
             let name = std::str::from_utf8(k.get(5..)?).ok()?;
-            Some((name, e))
+            Some(AccountView::new(org, name, &Account::decode(&e.value)?))
         })
-        .filter(|(name, _)| after.is_none_or(|a| *name > a))
-        .filter_map(|(name, e)| Some(AccountView::new(org, name, &Account::decode(&e.value)?)))
         .take(limit)
         .collect()
 }
@@ -1232,9 +1241,12 @@ pub fn pending_transfers(
     limit: usize,
 ) -> Vec<PendingTransfer> {
     let pid = PartitionId::new(org.clone(), FINANCE);
-    state
-        .scan(&pid, b"pend/")
-        .filter(|(k, _)| after.is_none_or(|a| k.get(5..).is_some_and(|id| id > a.as_bytes())))
+    let Some(part) = state.partition(&pid) else {
+        return Vec::new();
+    };
+    let after = after.map(pending_key);
+    part.entries
+        .scan_after(b"pend/", after.as_deref())
         .filter_map(|(_, e)| serde_json::from_slice(&e.value).ok())
         .take(limit)
         .collect()

@@ -5,40 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use base64::Engine as _;
+use common::Server;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(port: u16, path: &str, token: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let text = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
-}
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const ISSUER: &str = "https://idp.example.test";
 
@@ -67,24 +40,7 @@ fn identity_provider_tokens_sign_in_members_only() {
             .to_string(),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _node = Node(
-        Command::new(env!("CARGO_BIN_EXE_parledger"))
-            .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--idp-issuer", ISSUER])
-            .arg("--idp-jwks")
-            .arg(&jwks)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let s = Server::start(&["--idp-issuer", ISSUER, "--idp-jwks", jwks.to_str().unwrap()]);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -95,19 +51,8 @@ fn identity_provider_tokens_sign_in_members_only() {
         "idp-1",
         &claims("alice", ISSUER, "parledger-api", now + 300),
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (status, me) = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(_) => {
-                let r = get(port, "/v1/auth/me", &good);
-                if r.0 != 503 {
-                    break r;
-                }
-            }
-            Err(_) => assert!(Instant::now() < deadline, "the node did not start"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let r = s.get("/v1/auth/me", &good);
+    let (status, me) = (r.status, r.json());
     assert_eq!(status, 200, "{me}");
     assert_eq!(
         (me["org"].as_str(), me["name"].as_str()),
@@ -154,7 +99,8 @@ fn identity_provider_tokens_sign_in_members_only() {
         ),
     ];
     for (i, t) in refused.iter().enumerate() {
-        let (status, body) = get(port, "/v1/auth/me", t);
+        let r = s.get("/v1/auth/me", t);
+        let (status, body): (u16, Value) = (r.status, r.json());
         assert_eq!(status, 401, "case {i}: {body}");
         assert!(
             body["code"].as_str().unwrap().starts_with("AUTH:"),

@@ -75,12 +75,21 @@ impl Caller {
         }
     }
 
-    /// May read the partitions of `org`: its own members and admins, and
-    /// auditors for every organization.
+    /// Acts for its organization (members and admins), and so reads what
+    /// the organization may read.
+    pub fn is_party(&self) -> bool {
+        self.has(Role::Member) || self.has(Role::Admin)
+    }
+
+    /// Whether it may read the partitions of `org`: its own members and
+    /// admins, and auditors for every organization.
+    pub fn may_read(&self, org: &OrgId) -> bool {
+        self.has(Role::Auditor) || (&self.org == org && self.is_party())
+    }
+
+    /// [`Self::may_read`], or a logged 403.
     pub fn require_read(&self, org: &OrgId) -> Result<(), ApiError> {
-        if self.has(Role::Auditor)
-            || (&self.org == org && (self.has(Role::Member) || self.has(Role::Admin)))
-        {
+        if self.may_read(org) {
             Ok(())
         } else {
             Err(deny(

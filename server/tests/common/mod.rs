@@ -46,6 +46,9 @@ impl Server {
     /// Stops the node (SIGTERM, then SIGKILL after a short wait) and keeps
     /// its data directory, e.g. for `parledger verify`.
     pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -109,19 +109,6 @@ pub fn bad_query(detail: impl Into<String>) -> ApiError {
     ApiError::bad_request(codes::INVALID_QUERY, detail)
 }
 
-/// Whether the caller may read `org`'s partitions: the rule of
-/// [`Caller::require_read`], without logging a denial (it is asked before
-/// trying a domain rule that may still allow the read).
-fn may_read(caller: &Caller, org: &OrgId) -> bool {
-    caller.has(Role::Auditor) || (&caller.org == org && is_party(caller))
-}
-
-/// The roles that act for an organization (and so read what a domain rule
-/// grants it).
-fn is_party(caller: &Caller) -> bool {
-    caller.has(Role::Member) || caller.has(Role::Admin)
-}
-
 /// Reads of `org`'s data: its own readers and auditors, or the caller's
 /// organization when a domain rule names it as a party (`party`, found in
 /// the data read). Fails the same way whether the data exists or not, so a
@@ -131,7 +118,7 @@ pub fn require_read_or_party(
     org: &OrgId,
     party: Option<&OrgId>,
 ) -> Result<(), ApiError> {
-    if may_read(caller, org) || (party == Some(&caller.org) && is_party(caller)) {
+    if caller.may_read(org) || (party == Some(&caller.org) && caller.is_party()) {
         Ok(())
     } else {
         caller.require_read(org)

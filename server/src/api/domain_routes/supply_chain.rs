@@ -10,8 +10,8 @@ use super::docs::{
     ProductViewDoc, ProvenanceDoc, ShipmentDoc, ShipmentPageDoc,
 };
 use super::{
-    is_party, may_read, page_len, path_org, query_org, require_owner, require_read_or_party,
-    submit, ReadResponses, TypedCall, WriteResponses,
+    page_len, path_org, query_org, require_owner, require_read_or_party, submit, ReadResponses,
+    TypedCall, WriteResponses,
 };
 use crate::api::auth::Caller;
 use crate::api::problem::{codes, ApiError, Problem};
@@ -979,8 +979,8 @@ pub async fn provenance(
     // Whether the caller may read it before knowing the custodian; the
     // history (which reads every partition) is gathered only for those who
     // may read it.
-    let reader = may_read(&caller, &lot.manufacturer);
-    let party = is_party(&caller).then(|| caller.org.clone());
+    let reader = caller.may_read(&lot.manufacturer);
+    let party = caller.is_party().then(|| caller.org.clone());
     let id = lot.clone();
     let (custodian, history) = api
         .node
