@@ -314,6 +314,25 @@ fn a_batch_answers_each_item_with_its_own_status() {
         )
         .ok();
     assert_eq!(empty["results"], json!([]));
+
+    // With `receipts=true` every ordered item carries a receipt that
+    // verifies offline (all proofs of a block computed in one pass).
+    let many: Vec<Value> = (0..50)
+        .map(|i| tx(&format!("with-receipt-{i}"), transfer(ACME, GLOBEX, 1)))
+        .collect();
+    let r = s
+        .post(
+            "/v1/transactions/batch?receipts=true",
+            &alice,
+            &json!({"transactions": many}),
+        )
+        .ok();
+    for x in r["results"].as_array().unwrap() {
+        assert_eq!(x["status"], "committed", "{x}");
+        let receipt: ledger::block::Receipt = serde_json::from_value(x["receipt"].clone()).unwrap();
+        receipt.verify().unwrap();
+        assert_eq!(receipt.tx.id.as_str(), x["id"].as_str().unwrap());
+    }
 }
 
 #[test]

@@ -73,7 +73,7 @@ pub async fn track(
     let code = res.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", code)];
     metrics::counter!("parledger_http_requests_total", &labels).increment(1);
-    metrics::histogram!("parledger_http_request_duration_seconds", &labels[..2])
+    metrics::histogram!("parledger_http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     Ok(res)
 }

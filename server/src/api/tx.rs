@@ -62,6 +62,19 @@ pub struct WaitParams {
     pub timeout_ms: Option<u64>,
 }
 
+/// Query parameters of a batch: as for one transaction, plus receipts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BatchParams {
+    /// Wait for the commit (default) or answer `202` at once.
+    pub wait: Option<bool>,
+    /// Longest wait before answering `202` (ms, default 10000, at most 60000).
+    pub timeout_ms: Option<u64>,
+    /// Include each committed or rejected item's receipt with its Merkle
+    /// proof (all proofs of a block are computed in one pass).
+    pub receipts: Option<bool>,
+}
+
 const WAIT_DEFAULT: Duration = Duration::from_secs(10);
 const WAIT_MAX_MS: u64 = 60_000;
 
@@ -384,6 +397,38 @@ fn accepted(id: &str) -> HttpResponse {
         .json(TxResult::pending(id))
 }
 
+/// The proofs of the blocks a batch landed in, each computed once.
+#[derive(Default)]
+struct BlockProofs {
+    blocks: Vec<(ledger::Hash, Vec<ledger::merkle::InclusionProof>)>,
+}
+
+impl BlockProofs {
+    fn receipt(&mut self, c: &Committed) -> Option<Receipt> {
+        let crate::node::Proof::Block(block) = &c.proof else {
+            return c.receipt();
+        };
+        let at = match self.blocks.iter().position(|(h, _)| *h == block.hash) {
+            Some(at) => at,
+            None => {
+                self.blocks
+                    .push((block.hash, ledger::merkle::prove_all(&block.leaves)));
+                self.blocks.len() - 1
+            }
+        };
+        let i = c.index as usize;
+        Some(Receipt {
+            tx: block.txs.get(i)?.clone(),
+            outcome: block.outcomes.get(i)?.clone(),
+            height: block.header.height,
+            index: c.index,
+            block_hash: block.hash,
+            header: block.header.clone(),
+            proof: self.blocks[at].1.get(i)?.clone(),
+        })
+    }
+}
+
 /// Up to `batch_len_max` transactions (10,000 by default).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -394,7 +439,7 @@ pub struct BatchRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchResponse {
     /// One result per submitted transaction, in the same order. Receipts are
-    /// not included: fetch `/v1/transactions/{id}/receipt` for those needed.
+    /// included with `?receipts=true` (or fetch `/v1/transactions/{id}/receipt`).
     pub results: Vec<TxResult>,
 }
 
@@ -402,7 +447,7 @@ pub struct BatchResponse {
 #[utoipa::path(
     tag = "transactions",
     request_body = BatchRequest,
-    params(WaitParams),
+    params(BatchParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every item answered (committed, rejected or refused)", body = BatchResponse),
@@ -417,7 +462,7 @@ pub struct BatchResponse {
 pub async fn batch(
     api: web::Data<Api>,
     caller: Caller,
-    params: web::Query<WaitParams>,
+    params: web::Query<BatchParams>,
     body: web::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Member])?;
@@ -468,14 +513,26 @@ pub async fn batch(
         }
     }
     let rxs = super::order(&api, txs).await?;
-    let timeout = params.timeout();
+    let timeout = WaitParams {
+        wait: params.wait,
+        timeout_ms: params.timeout_ms,
+    }
+    .timeout();
+    let mut proofs = BlockProofs::default();
     let mut all = true;
     if let Some(timeout) = timeout {
         let deadline = tokio::time::Instant::now() + timeout;
         for (slot, rx) in slots.iter().zip(rxs) {
             let id = &ids[*slot];
             results[*slot] = Some(match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(Ok(c))) => TxResult::committed(id, &c, None),
+                Ok(Ok(Ok(c))) => {
+                    let receipt = if params.receipts == Some(true) {
+                        proofs.receipt(&c)
+                    } else {
+                        None
+                    };
+                    TxResult::committed(id, &c, receipt)
+                }
                 Ok(Ok(Err(e))) => return Err(ApiError::internal(e)),
                 Ok(Err(_)) => {
                     return Err(ApiError::unavailable("the node stopped before answering"))
