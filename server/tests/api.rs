@@ -497,6 +497,37 @@ fn each_role_may_do_what_it_is_for_and_nothing_across_organizations() {
 }
 
 #[test]
+fn password_hashes_are_never_served() {
+    let s = Server::start(&[]);
+    let alice = s.token("alice@acme-bank");
+    let audrey = s.token("audrey@acme-bank");
+    let admin = s.token("admin@acme-bank");
+    for token in [&alice, &audrey, &admin] {
+        for path in [
+            "/v1/state/acme-bank/system/keys",
+            "/v1/state/acme-bank/system/value?key=user/alice",
+            "/v1/state/acme-bank/system/history?key=user/alice",
+            "/v1/state/_consortium/system/keys",
+        ] {
+            s.get(path, token).problem(403, "AUTH:FORBIDDEN");
+        }
+    }
+    // The receipt of a membership change (which holds the hash it set) is
+    // for the admins of that organization only.
+    let id = "/v1/transactions/demo-members-user-acme-bank-alice/receipt";
+    s.get(id, &alice).problem(403, "AUTH:FORBIDDEN");
+    s.get(id, &audrey).problem(403, "AUTH:FORBIDDEN");
+    s.get(id, &s.token("admin@globex-logistics"))
+        .problem(403, "AUTH:FORBIDDEN");
+    s.get(id, &admin).ok();
+    // Users as the API shows them: no hash.
+    let users = s.get("/v1/orgs/acme-bank/users", &admin).ok();
+    assert!(!users.to_string().contains("argon2"), "{users}");
+    let me = s.get("/v1/auth/me", &alice).ok();
+    assert!(!me.to_string().contains("argon2"), "{me}");
+}
+
+#[test]
 fn admins_manage_their_own_organization_only_and_disabled_users_cannot_sign_in() {
     let s = Server::start(&[]);
     let admin = s.token("admin@acme-bank");

@@ -210,6 +210,22 @@ fn partition_of(org: &str, domain: &str) -> Result<PartitionId, ApiError> {
         .map_err(|e| ApiError::bad_request(codes::INVALID_PATH, e.to_string()))
 }
 
+/// A partition whose raw state the caller may read: its own or, for
+/// auditors, any; never a `system` partition, whose user records hold
+/// password hashes (membership is read through `/v1/orgs`).
+fn readable(caller: &Caller, org: &str, domain: &str) -> Result<PartitionId, ApiError> {
+    let pid = partition_of(org, domain)?;
+    if pid.domain == domains::membership::SYSTEM {
+        return Err(auth::deny(
+            caller,
+            codes::FORBIDDEN,
+            "membership records are read through /v1/orgs".into(),
+        ));
+    }
+    caller.require_read(&pid.org)?;
+    Ok(pid)
+}
+
 /// A key and its current value. Keys are shown as text (every domain's keys
 /// are UTF-8); values as JSON when they are JSON, and always in hex.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -277,8 +293,7 @@ pub async fn keys(
     path: web::Path<(String, String)>,
     params: web::Query<KeyParams>,
 ) -> Result<web::Json<KeyPage>, ApiError> {
-    let pid = partition_of(&path.0, &path.1)?;
-    caller.require_read(&pid.org)?;
+    let pid = readable(&caller, &path.0, &path.1)?;
     let limit = page(params.limit);
     let prefix = params.prefix.clone().unwrap_or_default().into_bytes();
     let after = params.after.clone().map(String::into_bytes);
@@ -341,8 +356,7 @@ pub async fn value(
     path: web::Path<(String, String)>,
     params: web::Query<ValueParams>,
 ) -> Result<web::Json<KeyValue>, ApiError> {
-    let pid = partition_of(&path.0, &path.1)?;
-    caller.require_read(&pid.org)?;
+    let pid = readable(&caller, &path.0, &path.1)?;
     let key = params.key.clone();
     let found = api
         .node
@@ -415,8 +429,7 @@ pub async fn history(
     path: web::Path<(String, String)>,
     params: web::Query<HistoryParams>,
 ) -> Result<web::Json<HistoryPage>, ApiError> {
-    let pid = partition_of(&path.0, &path.1)?;
-    caller.require_read(&pid.org)?;
+    let pid = readable(&caller, &path.0, &path.1)?;
     let limit = page(params.limit);
     let after = params
         .after

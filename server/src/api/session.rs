@@ -113,11 +113,17 @@ fn split_login(req: &TokenRequest) -> Result<(OrgId, String), ApiError> {
 #[post("/v1/auth/token")]
 pub async fn token(
     api: web::Data<Api>,
+    req: actix_web::HttpRequest,
     body: web::Json<TokenRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     let (org, name) = split_login(&body)?;
     let user = auth::directory(&api)?.user(&org, &name).cloned();
-    let login = format!("{org}/{name}");
+    // Lockouts are per login and client address, so that someone guessing
+    // from one address cannot lock the user out everywhere.
+    let from = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    let login = format!("{org}/{name} from {from}");
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = body.into_inner().password;
     let api2 = api.clone();

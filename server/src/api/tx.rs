@@ -586,6 +586,18 @@ async fn find(api: &web::Data<Api>, caller: &Caller, id: String) -> Result<Recei
             "that transaction belongs to another organization".into(),
         ));
     }
+    // A membership transaction's receipt holds the password hash it set
+    // (a receipt cannot be redacted and still verify): only the admins of
+    // the organization that made the change see it.
+    if receipt.tx.domain == membership::SYSTEM
+        && !(caller.has(Role::Admin) && caller.org == receipt.tx.org)
+    {
+        return Err(auth::deny(
+            caller,
+            codes::FORBIDDEN,
+            "membership transactions are shown to their organization's admins only".into(),
+        ));
+    }
     Ok(receipt)
 }
 
