@@ -12,6 +12,7 @@
 //! | `events` | `/v1/events`: Server-Sent Events |
 //! | `admin` | `/v1/orgs*`, `/v1/consortium/settings` |
 //! | `ops` | `/livez`, `/readyz`, `/v1/status`, `/metrics` |
+//! | `ui` | `/`, `/assets/*`: the web UI (`web/dist`) |
 
 pub mod admin;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod problem;
 pub mod schema;
 pub mod session;
 pub mod tx;
+pub mod ui;
 
 use crate::node::{Committed, Status, Submitter};
 use actix_web::http::{header, Method};
@@ -396,6 +398,7 @@ pub fn app(
         .service(
             utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").url("/api-docs/openapi.json", doc),
         )
+        .configure(ui::routes)
         .default_service(web::to(fallback))
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
