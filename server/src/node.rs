@@ -127,8 +127,26 @@ pub struct Status {
     pub tip_hash: Option<Hash>,
     #[schema(value_type = Option<String>)]
     pub state_root: Option<Hash>,
+    /// Transactions committed and rejected since the node started.
     pub committed: u64,
     pub rejected: u64,
+    /// The nodes that order and replicate the ledger, with their role, term
+    /// and how far each is behind this node's durable height. The embedded
+    /// node is a cluster of one: itself, leader, term 0.
+    pub members: Vec<Member>,
+}
+
+/// One node of the cluster, as this node sees it.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Member {
+    pub id: u64,
+    /// The address its API listens on.
+    pub address: String,
+    /// `leader`, `follower` or `candidate`.
+    pub role: String,
+    pub term: u64,
+    /// Blocks behind this node's durable height.
+    pub lag: u64,
 }
 
 /// The answer to one submission.
@@ -282,7 +300,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(api::ops::LedgerMetrics),
         events.clone(),
     ];
-    let status = Arc::new(RwLock::new(Status::default()));
+    let status = Arc::new(RwLock::new(Status {
+        members: vec![Member {
+            id: 1,
+            address: args.listen.to_string(),
+            role: "leader".into(),
+            term: 0,
+            lag: 0,
+        }],
+        ..Status::default()
+    }));
     let (sender, receiver) = sync_channel(QUEUE_LEN_MAX);
     let submitter = Submitter {
         sender,
