@@ -1,0 +1,22 @@
+// The consortium's organizations (for org pickers and suggestions), read
+// once per page load.
+
+import { get, type Schemas } from "../../../lib/api";
+
+class Orgs {
+  list = $state<Schemas["OrgView"][]>([]);
+  private loading: Promise<void> | null = null;
+
+  load(): Promise<void> {
+    this.loading ??= get<Schemas["OrgView"][]>("/v1/orgs")
+      .then((l) => {
+        this.list = l;
+      })
+      .catch(() => {
+        this.loading = null;
+      });
+    return this.loading;
+  }
+}
+
+export const orgs = new Orgs();
