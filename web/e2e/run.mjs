@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import net from "node:net";
-import { scenarios } from "./scenarios.mjs";
+import { scenarios, signIn } from "./scenarios.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -72,15 +72,33 @@ try {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
   });
   for (const [name, run] of scenarios) {
-    const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
-    const page = await context.newPage();
+    const contexts = [];
     const errors = [];
-    page.on("pageerror", (e) => errors.push(String(e)));
-    const shot = async (label) =>
-      page.screenshot({ path: join(artifacts, `${name}--${label}.png`), fullPage: true });
+    // A new browser context (its own session) with one page.
+    const open = async () => {
+      const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+      context.setDefaultTimeout(15_000);
+      contexts.push(context);
+      const p = await context.newPage();
+      p.on("pageerror", (e) => errors.push(String(e)));
+      return p;
+    };
+    const page = await open();
+    let shots = 0;
+    const shot = async (label, p = page) =>
+      p.screenshot({
+        path: join(artifacts, `${name}-${String(++shots).padStart(2, "0")}-${label}.png`),
+        fullPage: true,
+      });
+    // Another user signed in, in a context of its own.
+    const login = async (user) => {
+      const p = await open();
+      await signIn(p, base, user);
+      return p;
+    };
     const started = Date.now();
     try {
-      await run({ page, base, shot });
+      await run({ page, base, shot, login });
       if (errors.length) throw new Error(`uncaught errors in the page: ${errors.join("; ")}`);
       console.log(`ok   ${name} (${Date.now() - started} ms)`);
     } catch (e) {
@@ -88,7 +106,7 @@ try {
       await shot("failure").catch(() => undefined);
       console.log(`FAIL ${name}: ${e?.stack ?? e}`);
     } finally {
-      await context.close();
+      for (const c of contexts) await c.close();
     }
   }
 } catch (e) {

@@ -34,3 +34,143 @@ export const scenarios = [
     },
   ],
 ];
+
+const GTIN = "9506000134406";
+const GTIN14 = "09506000134406";
+const LOT = "E2E-LOT-1";
+const PATIENT = "pt-e2e-0001";
+const SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+scenarios.push(
+  [
+    "finance",
+    async ({ page, base, shot }) => {
+      await signIn(page, base, "alice@acme-bank");
+      await page.goto(`${base}/#/finance`);
+      const tf = page.getByRole("form", { name: "Make a transfer" });
+      await tf.getByLabel("From account").locator("option").first().waitFor({ state: "attached" });
+      await tf.getByLabel("From account").selectOption("operating");
+      // Validation before anything is sent.
+      await tf.getByLabel("To organization").fill("Globex Logistics");
+      await tf.getByRole("button", { name: "Transfer" }).click();
+      assert.ok((await tf.locator("small.err").count()) > 0, "the form accepted a bad organization id");
+      // A transfer to another organization.
+      await tf.getByLabel("To organization").fill("globex-logistics");
+      await tf.getByLabel("To account").fill("operating");
+      await tf.getByLabel("Amount").fill("12.34");
+      await tf.getByLabel("Reference (optional)").fill("E2E-1");
+      await tf.getByRole("button", { name: "Transfer" }).click();
+      await page.getByText("Transfer committed").waitFor();
+      await shot("committed");
+      // A transfer the ledger rejects is shown with its code.
+      await tf.getByLabel("From account").selectOption("fees");
+      await tf.getByLabel("Amount").fill("999,999");
+      await tf.getByRole("button", { name: "Transfer" }).click();
+      await page.getByText("Transfer rejected").waitFor();
+      await page.getByText("FINANCE:INSUFFICIENT_FUNDS").first().waitFor();
+      await shot("rejected");
+      // The account's history shows the transfer.
+      await page.goto(`${base}/#/finance/account/acme-bank/operating`);
+      await page.getByRole("table", { name: "History of acme-bank/operating" }).waitFor();
+      await shot("history");
+    },
+  ],
+  [
+    "supply-chain",
+    async ({ base, shot, login }) => {
+      const bob = await login("bob@umbrella-pharma");
+      await bob.goto(`${base}/#/supply-chain/products`);
+      const rp = bob.getByRole("form", { name: "Register a product" });
+      await rp.getByLabel("GTIN").fill(GTIN);
+      await rp.getByLabel("Name").fill("E2E vaccine, 1 x 0.5 ml");
+      await rp.getByLabel("Min °C (optional)").fill("2");
+      await rp.getByLabel("Max °C (optional)").fill("8");
+      await rp.getByRole("button", { name: "Register product" }).click();
+      await bob.getByText("Product registration committed").waitFor();
+      const rl = bob.getByRole("form", { name: "Register a lot" });
+      await rl.getByLabel("Product").locator(`option[value="${GTIN14}"]`).waitFor({ state: "attached" });
+      await rl.getByLabel("Product").selectOption(GTIN14);
+      await rl.getByLabel("Lot number").fill(LOT);
+      await rl.getByLabel("Quantity").fill("250");
+      await rl.getByLabel("Expiry date").fill("2030-12-31");
+      await rl.getByRole("button", { name: "Register lot" }).click();
+      await bob.getByText("Lot registration committed").waitFor();
+      await shot("products", bob);
+      // Ship the lot to the carrier, who accepts custody.
+      await bob.goto(`${base}/#/supply-chain/shipments`);
+      const sf = bob.getByRole("form", { name: "Create a shipment" });
+      await sf.getByLabel("Shipment id").fill("SH-E2E-1");
+      await sf.getByLabel("To organization").fill("globex-logistics");
+      await sf.getByLabel(new RegExp(LOT)).check();
+      await sf.getByRole("button", { name: "Create shipment" }).click();
+      await bob.getByText("Shipment committed").waitFor();
+      const carol = await login("carol@globex-logistics");
+      await carol.goto(`${base}/#/supply-chain/shipments`);
+      await carol.getByRole("button", { name: "Accept shipment SH-E2E-1" }).click();
+      await carol.getByText("Accepting shipment SH-E2E-1 committed").waitFor();
+      await shot("accepted", carol);
+      // A checkpoint outside the cold chain flags the lot on its timeline.
+      await carol.goto(`${base}/#/supply-chain/lot/umbrella-pharma/${GTIN14}/${LOT}`);
+      const cp = carol.getByRole("form", { name: "Record a checkpoint" });
+      await cp.getByLabel("Location").fill("A2 reefer truck 9");
+      await cp.getByLabel("Temperature °C (optional)").fill("9.7");
+      await cp.getByRole("button", { name: "Record checkpoint" }).click();
+      await carol.getByText("outside the product's rule").waitFor();
+      const timeline = carol.getByRole("list", { name: `Provenance of lot ${LOT}` });
+      await timeline.getByText(/breach/i).first().waitFor();
+      await shot("timeline", carol);
+    },
+  ],
+  [
+    "healthcare",
+    async ({ base, shot, login }) => {
+      const dave = await login("dave@initech-health");
+      await dave.goto(`${base}/#/healthcare`);
+      const rp = dave.getByRole("form", { name: "Register a patient" });
+      await rp.getByLabel("Pseudonym").fill(PATIENT);
+      await rp.getByRole("button", { name: "Register" }).click();
+      await dave.getByText("Patient registration committed").waitFor();
+      await dave.goto(`${base}/#/healthcare/patient/initech-health/${PATIENT}`);
+      const ar = dave.getByRole("form", { name: "Add a record reference" });
+      await ar.getByLabel("Record id").fill("r-e2e-1");
+      await ar.getByLabel("Size (bytes)").fill("24576");
+      await ar.getByLabel("Content SHA-256 (hex)").fill(SHA);
+      await ar.getByLabel(/^Pointer/).fill("https://records.initech-health.example/docs/r-e2e-1");
+      await ar.getByRole("button", { name: "Add record" }).click();
+      await dave.getByText("Record committed").waitFor();
+      const gc = dave.getByRole("form", { name: "Grant a consent" });
+      await gc.getByLabel("Consent id").fill("e2e-consent-1");
+      await gc.getByLabel("Grantee organization").fill("umbrella-pharma");
+      const d = new Date(Date.now() + 30 * 86400000).toISOString().slice(0, 10);
+      await gc.getByLabel("Expires (end of day, UTC)").fill(d);
+      await gc.getByRole("button", { name: "Grant consent" }).click();
+      await dave.getByText("Consent committed").waitFor();
+      // The grantee reads the record's pointer under the consent.
+      const bob = await login("bob@umbrella-pharma");
+      await bob.goto(`${base}/#/healthcare/received`);
+      await bob.getByRole("button", { name: `Use consent e2e-consent-1 of ${PATIENT}` }).click();
+      const ax = bob.getByRole("form", { name: "Request access to a record" });
+      await ax.getByLabel("Record id").fill("r-e2e-1");
+      await ax.getByRole("button", { name: "Read pointer" }).click();
+      await bob.getByText("Access committed").waitFor();
+      await shot("access", bob);
+      // The custodian sees the access in the log.
+      await dave.reload();
+      await dave.getByRole("table", { name: "Access log" }).getByText("umbrella-pharma").first().waitFor();
+      await shot("access-log", dave);
+    },
+  ],
+  [
+    "isolation",
+    async ({ page, base, shot }) => {
+      // A member of acme-bank cannot see another organization's data.
+      await signIn(page, base, "alice@acme-bank");
+      await page.goto(`${base}/#/finance/account/globex-logistics/operating`);
+      await page.getByRole("alert").filter({ hasText: "AUTH:FORBIDDEN" }).first().waitFor();
+      await shot("finance-refused");
+      await page.goto(`${base}/#/healthcare/patient/initech-health/${PATIENT}`);
+      await page.getByRole("alert").filter({ hasText: "AUTH:FORBIDDEN" }).first().waitFor();
+      await shot("healthcare-refused");
+    },
+  ],
+);
