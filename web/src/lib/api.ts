@@ -31,8 +31,13 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-async function send(method: string, path: string, opts: RequestOptions): Promise<Response> {
-  const headers: Record<string, string> = { Accept: "application/json" };
+async function send(
+  method: string,
+  path: string,
+  opts: RequestOptions,
+  extra: Record<string, string> = {},
+): Promise<Response> {
+  const headers: Record<string, string> = { Accept: "application/json", ...extra };
   if (opts.body !== undefined) headers["Content-Type"] = "application/json";
   const token = session.token;
   if (!opts.anonymous && token) headers["Authorization"] = `Bearer ${token}`;
@@ -87,3 +92,44 @@ export const del = <T>(path: string) => request<T>("DELETE", path);
 
 /** Percent-encodes one path segment. */
 export const seg = (s: string) => encodeURIComponent(s);
+
+/**
+ * Like `request`, but answers the `Response` itself (for streams, text kept
+ * byte for byte, and downloads): the token is sent and refreshed as for
+ * every call, and an error status is thrown as the server's problem.
+ */
+export async function requestRaw(
+  method: string,
+  path: string,
+  opts: RequestOptions & { headers?: Record<string, string> } = {},
+): Promise<Response> {
+  let res = await send(method, path, opts, opts.headers);
+  if (res.status === 401 && !opts.anonymous && (await session.refresh())) {
+    res = await send(method, path, opts, opts.headers);
+  }
+  if (res.status === 401 && !opts.anonymous) {
+    session.expire("Your session has ended. Please sign in again.");
+  }
+  if (!res.ok) {
+    const text = await res.text().catch(() => "");
+    const p = ((text ? safeJson(text) : null) ?? {}) as Partial<Problem>;
+    throw new ApiProblem({
+      status: res.status,
+      code: typeof p === "object" && p.code ? p.code : `HTTP:${res.status}`,
+      detail: typeof p === "object" && p.detail ? p.detail : res.statusText,
+    });
+  }
+  return res;
+}
+
+/** Offers `blob` to the user as a file download. */
+export function download(blob: Blob, filename: string) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
