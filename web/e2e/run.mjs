@@ -103,7 +103,11 @@ try {
       console.log(`ok   ${name} (${Date.now() - started} ms)`);
     } catch (e) {
       failed++;
-      await shot("failure").catch(() => undefined);
+      // Every open page as it was when the scenario failed.
+      let i = 0;
+      for (const c of contexts) {
+        for (const p of c.pages()) await shot(`failure-${++i}`, p).catch(() => undefined);
+      }
       console.log(`FAIL ${name}: ${e?.stack ?? e}`);
     } finally {
       for (const c of contexts) await c.close();

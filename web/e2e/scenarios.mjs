@@ -174,3 +174,72 @@ scenarios.push(
     },
   ],
 );
+
+scenarios.push(
+  [
+    "dashboard-and-explorer",
+    async ({ page, base, shot, login }) => {
+      await signIn(page, base, "alice@acme-bank");
+      // The dashboard follows the stream: a transfer made now shows up.
+      await page.goto(`${base}/#/`);
+      await page.getByRole("heading", { name: "Cluster" }).waitFor();
+      const other = await login("alice@acme-bank");
+      await other.goto(`${base}/#/finance`);
+      const tf = other.getByRole("form", { name: "Make a transfer" });
+      await tf.getByLabel("From account").locator("option").first().waitFor({ state: "attached" });
+      await tf.getByLabel("From account").selectOption("operating");
+      await tf.getByLabel("To organization").fill("umbrella-pharma");
+      await tf.getByLabel("To account").fill("operating");
+      await tf.getByLabel("Amount").fill("1.00");
+      await tf.getByRole("button", { name: "Transfer" }).click();
+      await other.getByText("Transfer committed").waitFor();
+      const txLink = other.locator('a[href^="#/explorer/tx/"]').first();
+      const href = await txLink.getAttribute("href");
+      const id = decodeURIComponent(href.split("/").pop());
+      // Tables show ids shortened: match the start.
+      await page.getByText(id.slice(0, 12)).first().waitFor();
+      await shot("dashboard");
+      // The explorer shows the transaction; its receipt verifies in the browser.
+      await page.goto(`${base}/${href}`);
+      await page.getByRole("button", { name: "Verify in this browser" }).click();
+      await page.getByText("Receipt verified").waitFor();
+      await shot("receipt-verified");
+      await page.goto(`${base}/#/explorer`);
+      await page.locator('a[href^="#/explorer/block/"]').first().waitFor();
+      await shot("blocks");
+    },
+  ],
+  [
+    "audit-and-admin",
+    async ({ page, base, shot, login }) => {
+      // The auditor searches everyone's trail and verifies the chain.
+      await signIn(page, base, "audrey@acme-bank");
+      await page.goto(`${base}/#/audit`);
+      await page.getByRole("button", { name: "Search" }).click();
+      await page.locator("tbody tr").first().waitFor();
+      await page.getByRole("button", { name: "Verify the chain" }).click();
+      await page.getByRole("status").filter({ hasText: "blocks and" }).waitFor();
+      await shot("auditor");
+      // An admin adds a user, who can then sign in.
+      const admin = await login("admin@acme-bank");
+      await admin.goto(`${base}/#/admin`);
+      const form = admin.getByRole("form", { name: /Add a user/ });
+      await form.getByLabel("User name").fill("erin");
+      await form.getByLabel("Password", { exact: true }).fill("erin-long-password");
+      await form.getByLabel("Confirm the password").fill("erin-long-password");
+      await form.getByLabel("member").check();
+      await form.getByRole("button", { name: "Add user" }).click();
+      await admin.getByText("Added erin@acme-bank").waitFor();
+      await admin.getByRole("cell", { name: /^erin@acme-bank/ }).waitFor();
+      await shot("admin", admin);
+      const erin = await page.context().browser().newContext();
+      const p = await erin.newPage();
+      await p.goto(`${base}/`);
+      await p.getByLabel("User").fill("erin@acme-bank");
+      await p.getByLabel("Password").fill("erin-long-password");
+      await p.getByRole("button", { name: "Sign in" }).click();
+      await p.getByRole("navigation", { name: "Main" }).waitFor();
+      await erin.close();
+    },
+  ],
+);

@@ -232,7 +232,7 @@ Every error is `application/problem+json` with a stable `code`.",
         version = "1.0.0"
     ),
     modifiers(&Security),
-    components(schemas(problem::Problem, schema::ReceiptDoc)),
+    components(schemas(problem::Problem, schema::ReceiptDoc, events::TxEvent, events::DomainEvent)),
     tags(
         (name = "auth", description = "Sign in, tokens, sign out"),
         (name = "transactions", description = "Submit transactions and read their receipts"),
