@@ -944,7 +944,14 @@ fn every_client_mistake_is_a_4xx_problem_with_a_stable_code() {
         .get("/v1/no-such-route", &alice)
         .problem(404, "API:NOT_FOUND");
     assert!(p["detail"].as_str().unwrap().contains("/v1/no-such-route"));
-    s.req("GET", "/").send().problem(404, "API:NOT_FOUND");
+    // `/` is the web UI; other paths outside the API are not found.
+    assert_eq!(s.req("GET", "/").send().status, 200);
+    s.req("GET", "/no-such-page")
+        .send()
+        .problem(404, "API:NOT_FOUND");
+    s.req("GET", "/assets/no-such-file.js")
+        .send()
+        .problem(404, "API:NOT_FOUND");
     let r = s.req("DELETE", "/v1/transactions").token(&alice).send();
     r.problem(405, "API:METHOD_NOT_ALLOWED");
     assert_eq!(r.header("allow"), Some("POST"));
