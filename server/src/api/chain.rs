@@ -168,7 +168,13 @@ pub async fn block(
             hidden += 1;
             continue;
         }
-        transactions.push(tx_event(header.height, header.timestamp.0, i as u32, tx, o));
+        transactions.push(TxEvent::of(
+            header.height,
+            header.timestamp.0,
+            i as u32,
+            tx,
+            o,
+        ));
     }
     Ok(web::Json(BlockView {
         hash: hash.to_hex(),
@@ -176,33 +182,6 @@ pub async fn block(
         transactions,
         hidden,
     }))
-}
-
-pub fn tx_event(
-    height: u64,
-    timestamp_ms: u64,
-    index: u32,
-    tx: &ledger::Transaction,
-    o: &ledger::TxOutcome,
-) -> TxEvent {
-    let mut partitions: Vec<String> = o.writes.iter().map(|w| w.partition.to_string()).collect();
-    partitions.dedup();
-    TxEvent {
-        height,
-        index,
-        timestamp_ms,
-        tx_id: tx.id.to_string(),
-        org: tx.org.to_string(),
-        submitter: tx.submitter.to_string(),
-        domain: tx.domain.to_string(),
-        function: tx.function.to_string(),
-        status: match o.status {
-            TxStatus::Committed => "committed".into(),
-            TxStatus::Rejected => "rejected".into(),
-        },
-        code: o.code.as_ref().map(|c| c.to_string()),
-        partitions,
-    }
 }
 
 fn partition_of(org: &str, domain: &str) -> Result<PartitionId, ApiError> {
@@ -646,10 +625,7 @@ async fn audit_page(api: &web::Data<Api>, f: AuditFilter) -> Result<AuditPage, A
                 domain: e.tx.domain.to_string(),
                 function: e.tx.function.to_string(),
                 args: redact(&e.tx),
-                status: match e.outcome.status {
-                    TxStatus::Committed => "committed".into(),
-                    TxStatus::Rejected => "rejected".into(),
-                },
+                status: super::status_name(e.outcome.status).into(),
                 code: e.outcome.code.as_ref().map(|c| c.to_string()),
                 message: e.outcome.message.clone(),
                 partitions,

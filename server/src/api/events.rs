@@ -13,7 +13,7 @@ use actix_web::web::Bytes;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use domains::membership::Role;
 use ledger::engine::AppliedBlock;
-use ledger::{PartitionId, Transaction, TxOutcome, TxStatus};
+use ledger::{PartitionId, Transaction, TxOutcome};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,28 @@ pub struct DomainEvent {
     pub name: String,
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+}
+
+impl TxEvent {
+    /// The transaction at `index` of block `height`, with its outcome.
+    pub fn of(height: u64, timestamp_ms: u64, index: u32, tx: &Transaction, o: &TxOutcome) -> Self {
+        let mut partitions: Vec<String> =
+            o.writes.iter().map(|w| w.partition.to_string()).collect();
+        partitions.dedup();
+        TxEvent {
+            height,
+            index,
+            timestamp_ms,
+            tx_id: tx.id.to_string(),
+            org: tx.org.to_string(),
+            submitter: tx.submitter.to_string(),
+            domain: tx.domain.to_string(),
+            function: tx.function.to_string(),
+            status: super::status_name(o.status).into(),
+            code: o.code.as_ref().map(|c| c.to_string()),
+            partitions,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -91,22 +113,7 @@ fn items_of(height: u64, timestamp: u64, txs: &[Transaction], outcomes: &[TxOutc
                 })
                 .collect();
             Item {
-                tx: TxEvent {
-                    height,
-                    index: i as u32,
-                    timestamp_ms: timestamp,
-                    tx_id: tx.id.to_string(),
-                    org: tx.org.to_string(),
-                    submitter: tx.submitter.to_string(),
-                    domain: tx.domain.to_string(),
-                    function: tx.function.to_string(),
-                    status: match o.status {
-                        TxStatus::Committed => "committed".into(),
-                        TxStatus::Rejected => "rejected".into(),
-                    },
-                    code: o.code.as_ref().map(|c| c.to_string()),
-                    partitions: touched.iter().map(|p| p.to_string()).collect(),
-                },
+                tx: TxEvent::of(height, timestamp, i as u32, tx, o),
                 orgs,
                 events: emitted,
                 touched,

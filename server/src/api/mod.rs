@@ -202,6 +202,14 @@ pub async fn submit_system(
     }
 }
 
+/// How the API names a transaction's status.
+pub fn status_name(s: ledger::TxStatus) -> &'static str {
+    match s {
+        ledger::TxStatus::Committed => "committed",
+        ledger::TxStatus::Rejected => "rejected",
+    }
+}
+
 /// The problem for a transaction the chaincode rejected, when the route
 /// answers with the outcome rather than a receipt (admin and typed
 /// endpoints that create things).

@@ -10,7 +10,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{get, post, web, HttpResponse};
 use domains::membership::{self, Role};
 use ledger::block::Receipt;
-use ledger::{DomainId, FunctionName, Transaction, TxId, TxSignature, TxStatus, UserId};
+use ledger::{DomainId, FunctionName, Transaction, TxId, TxSignature, UserId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
@@ -128,10 +128,7 @@ impl TxResult {
     pub fn committed(id: &str, c: &Committed, receipt: Option<Receipt>) -> TxResult {
         TxResult {
             id: id.to_string(),
-            status: match c.outcome.status {
-                TxStatus::Committed => "committed".into(),
-                TxStatus::Rejected => "rejected".into(),
-            },
+            status: super::status_name(c.outcome.status).into(),
             code: c.outcome.code.as_ref().map(|c| c.to_string()),
             message: c.outcome.message.clone(),
             output: serde_json::from_slice(&c.outcome.output).unwrap_or(serde_json::Value::Null),
