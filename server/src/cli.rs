@@ -43,6 +43,33 @@ pub enum Command {
     /// Print the OpenAPI document of the REST API (the committed
     /// `openapi/openapi.json` is this output).
     Openapi,
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Issue development certificates for the node-to-node transport: a new
+    /// CA (`ca.pem`, `ca-key.pem` in --ca-out) and, in --out, `ca.pem` plus
+    /// `node-{id}.pem` and `node-{id}-key.pem` for nodes 1..=N, each naming
+    /// `node-{id}.parledger`. Refuses to overwrite files. For trying a
+    /// cluster out: a consortium issues production certificates from its
+    /// own PKI.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory for the CA certificate and key (keep the key off the nodes).
+    #[arg(long)]
+    pub ca_out: PathBuf,
+    /// Directory for the nodes' certificates and keys and the CA bundle.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Nodes to issue, numbered from 1.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +153,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => tools::sign(&args),
         Command::Openapi => {
             print!("{}", crate::api::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Certs(args)) => {
+            for path in crate::cluster::certs::write_dev_certs(&args.ca_out, &args.out, args.nodes)?
+            {
+                println!("{}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

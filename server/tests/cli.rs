@@ -322,3 +322,55 @@ fn demo_history_is_there(dir: &Path) {
     assert_eq!(log.items.len(), 1);
     assert_eq!(log.items[0].org, org("umbrella-pharma"));
 }
+
+#[test]
+fn cluster_certs_issues_a_ca_and_node_certificates_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, out) = (dir.path().join("ca"), dir.path().join("nodes"));
+    let args = [
+        "cluster",
+        "certs",
+        "--ca-out",
+        ca.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--nodes",
+        "3",
+    ];
+    let first = parledger(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let listed: Vec<String> = text(&first.stdout).lines().map(String::from).collect();
+    assert_eq!(listed.len(), 9, "{listed:?}");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    assert!(read(ca.join("ca.pem")).contains("BEGIN CERTIFICATE"));
+    assert!(read(ca.join("ca-key.pem")).contains("PRIVATE KEY"));
+    assert_eq!(read(out.join("ca.pem")), read(ca.join("ca.pem")));
+    assert!(!out.join("ca-key.pem").exists(), "the CA key stays apart");
+    for id in 1..=3 {
+        assert!(read(out.join(format!("node-{id}.pem"))).contains("BEGIN CERTIFICATE"));
+        assert!(read(out.join(format!("node-{id}-key.pem"))).contains("PRIVATE KEY"));
+    }
+    let before = read(out.join("node-1.pem"));
+    let again = parledger(&args);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not overwriting"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(read(out.join("node-1.pem")), before);
+
+    let none = dir.path().join("none");
+    let zero = parledger(&[
+        "cluster",
+        "certs",
+        "--ca-out",
+        none.to_str().unwrap(),
+        "--out",
+        none.to_str().unwrap(),
+        "--nodes",
+        "0",
+    ]);
+    assert!(!zero.status.success());
+    assert!(!none.exists(), "a refusal writes nothing");
+}
