@@ -95,6 +95,14 @@ pub enum LedgerError {
     WriterStopped(String),
     #[error("data directory {0} is in use by another process")]
     Locked(String),
+    /// A write that would break the Raft log's invariants (a gap, a
+    /// rewrite of a compacted or committed entry, a term going backwards):
+    /// a bug in the caller, refused before anything is written.
+    #[error("the Raft log refused a write at index {index}: {detail}")]
+    RaftWriteRefused { index: u64, detail: String },
+    /// `raft.db` holds something no sequence of accepted writes produces.
+    #[error("corrupt Raft log at index {index}: {detail}")]
+    RaftLogCorrupt { index: u64, detail: String },
 }
 
 impl LedgerError {
@@ -110,6 +118,8 @@ impl LedgerError {
             LedgerError::Corrupt { .. } => "LEDGER:CORRUPT",
             LedgerError::WriterStopped(_) => "LEDGER:WRITER_STOPPED",
             LedgerError::Locked(_) => "LEDGER:LOCKED",
+            LedgerError::RaftWriteRefused { .. } => "LEDGER:RAFT_WRITE_REFUSED",
+            LedgerError::RaftLogCorrupt { .. } => "LEDGER:RAFT_LOG_CORRUPT",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Parledger's engine: the model, the chaincode interface, the deterministic
-//! parallel executor, blocks and Merkle proofs, SQLite storage and offline
-//! verification. This crate knows nothing of HTTP, reads no clock and draws no
-//! random numbers: time arrives inside ordered batches.
+//! parallel executor, blocks and Merkle proofs, SQLite storage, offline
+//! verification and the durable Raft log. This crate knows nothing of HTTP,
+//! reads no clock and draws no random numbers: time arrives inside ordered
+//! batches, and Raft's ticks and messages come from its caller. (raft-rs
+//! itself draws its randomized election timeout; no block depends on it.)
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +15,7 @@ pub mod executor;
 pub mod hash;
 pub mod merkle;
 pub mod model;
+pub mod replication;
 pub mod state;
 pub mod storage;
 pub mod verify;

@@ -52,7 +52,7 @@ pub enum Sync {
     Off,
 }
 
-fn open(
+pub(crate) fn open(
     path: &Path,
     sync: Sync,
     migrations: EmbeddedMigrations,
