@@ -87,8 +87,8 @@ mod validate;
 pub mod workload;
 
 pub use query::{
-    access_log, consents, consents_received, patient, records, ConsentQuery, ConsentView, Page,
-    PageRequest, RecordSummary, PAGE_LEN_MAX,
+    access_log, consents, consents_received, patient, patients, records, ConsentQuery, ConsentView,
+    Page, PageRequest, PatientSummary, RecordSummary, PAGE_LEN_MAX,
 };
 pub use validate::{check_pointer, valid_content_sha256, valid_id, valid_pointer, valid_pseudonym};
 

@@ -708,6 +708,26 @@ fn revocation_applies_to_every_access_ordered_after_it_even_in_the_same_block() 
 // --- queries -----------------------------------------------------------------------
 
 #[test]
+fn patients_query_pages_a_custodians_pseudonyms() {
+    let mut l = fixture();
+    ok(&register(&mut l, HOSP, "pt000002"));
+    ok(&register(&mut l, HOSP, "pt000003"));
+    let hosp = org(HOSP);
+    let p1 = hc::patients(&l.state, &hosp, &PageRequest::first(2)).unwrap();
+    let ids: Vec<_> = p1.items.iter().map(|p| p.patient.as_str()).collect();
+    assert_eq!(ids, [P, "pt000002"]);
+    let p2 = hc::patients(&l.state, &hosp, &PageRequest::after("pt000002", 2)).unwrap();
+    let ids: Vec<_> = p2.items.iter().map(|p| p.patient.as_str()).collect();
+    assert_eq!(ids, ["pt000003"]);
+    assert_eq!(p2.next_after, None);
+    // Records (`rec/...`) are not patients, and another custodian has none.
+    assert!(hc::patients(&l.state, &org(LAB), &PageRequest::first(10))
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+#[test]
 fn records_query_pages_in_id_order_without_pointers() {
     let mut l = fixture();
     ok(&add(&mut l, HOSP, P, "rx1", "prescription"));

@@ -116,6 +116,33 @@ fn page_by_key<T>(
     Ok(page)
 }
 
+/// A registered patient, as its custodian's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientSummary {
+    /// The pseudonym.
+    pub patient: String,
+    /// Ledger time of registration, ms since the Unix epoch.
+    pub registered_ms: u64,
+    pub registered_by: ledger::UserId,
+}
+
+/// `custodian`'s patients in pseudonym order (cursor: the pseudonym).
+pub fn patients(
+    state: &State,
+    custodian: &OrgId,
+    req: &PageRequest,
+) -> Result<Page<PatientSummary>, ChaincodeError> {
+    let prefix = patient_key("");
+    page_by_key(state, custodian, &prefix, req, |key, value| {
+        let p: Patient = decode(value).ok_or_else(|| fault("patient", key))?;
+        Ok(Some(PatientSummary {
+            patient: String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+            registered_ms: p.registered_ms,
+            registered_by: p.registered_by,
+        }))
+    })
+}
+
 /// A patient held by `custodian`, if registered.
 pub fn patient(
     state: &State,

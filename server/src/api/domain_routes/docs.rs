@@ -484,6 +484,27 @@ pub struct RecordSummaryDoc {
     pub added_ms: u64,
 }
 
+/// A page of a custodian's patients, by pseudonym.
+#[derive(Debug, ToSchema)]
+#[schema(as = PatientPage)]
+pub struct PatientPageDoc {
+    pub items: Vec<PatientSummaryDoc>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<String>,
+}
+
+/// A registered patient, as its custodian's list shows it.
+#[derive(Debug, ToSchema)]
+#[schema(as = PatientSummary)]
+pub struct PatientSummaryDoc {
+    /// The pseudonym.
+    pub patient: String,
+    /// Ledger time of registration, ms since the Unix epoch.
+    pub registered_ms: u64,
+    /// The custodian's user who registered it.
+    pub registered_by: String,
+}
+
 /// A page of records, by record id.
 #[derive(Debug, ToSchema)]
 #[schema(as = RecordPage)]
@@ -957,6 +978,14 @@ mod tests {
             added_ms: 1,
         };
         object::<RecordSummaryDoc>(&summary);
+        object::<PatientPageDoc>(&HcPage {
+            items: vec![domains::healthcare::PatientSummary {
+                patient: "pt000001".into(),
+                registered_ms: 1,
+                registered_by: UserId::new("dave").unwrap(),
+            }],
+            next_after: Some("pt000001".into()),
+        });
         object::<RecordPageDoc>(&HcPage {
             items: vec![summary],
             next_after: None,

@@ -8,7 +8,8 @@
 //! access is logged at the custodian, granted or denied.
 
 use super::docs::{
-    AccessLogPageDoc, ConsentPageDoc, ConsentStatusDoc, RecordPageDoc, RecordTypeDoc,
+    AccessLogPageDoc, ConsentPageDoc, ConsentStatusDoc, PatientPageDoc, RecordPageDoc,
+    RecordTypeDoc,
 };
 use super::{
     page_len, path_org, query_error, query_org, require_owner, submit, ReadResponses, TypedCall,
@@ -21,7 +22,7 @@ use crate::api::Api;
 use actix_web::{get, post, web, HttpResponse};
 use domains::healthcare::{
     self as hc, errors, AccessEntry, ConsentQuery, ConsentStatus, ConsentView, Page, PageRequest,
-    RecordSummary, RecordType,
+    PatientSummary, RecordSummary, RecordType,
 };
 use ledger::{OrgId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -484,6 +485,49 @@ async fn patient_query<T: Send + 'static>(
     found.ok_or_else(|| patient_not_found(custodian, patient))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PatientListParams {
+    /// The custodian (default: the caller's organization; auditors may name
+    /// any).
+    pub custodian: Option<String>,
+    /// Continue after this pseudonym (a previous page's `next_after`).
+    pub after: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A custodian's patients, by pseudonym.
+#[utoipa::path(
+    tag = "healthcare",
+    params(PatientListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of patients", body = PatientPageDoc),
+        ReadResponses,
+        (status = 403, description = "Another custodian's patients", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/healthcare/patients")]
+pub async fn patients(
+    api: web::Data<Api>,
+    caller: Caller,
+    params: web::Query<PatientListParams>,
+) -> Result<web::Json<Page<PatientSummary>>, ApiError> {
+    let custodian = query_org(&caller, params.custodian.as_deref())?;
+    caller.require_read(&custodian)?;
+    let req = PageRequest {
+        after: params.after.clone(),
+        limit: page_len(params.limit),
+    };
+    let page = api
+        .node
+        .read(move |engine| hc::patients(engine.state(), &custodian, &req))
+        .await?
+        .map_err(query_error)?;
+    Ok(web::Json(page))
+}
+
 /// A patient's records (metadata only: the pointer leaves the ledger only
 /// through a logged access), by record id.
 #[utoipa::path(
@@ -697,6 +741,7 @@ pub async fn access_log(
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(register_patient)
+        .service(patients)
         .service(add_record)
         .service(records)
         .service(grant_consent)
