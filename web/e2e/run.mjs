@@ -81,6 +81,10 @@ try {
       contexts.push(context);
       const p = await context.newPage();
       p.on("pageerror", (e) => errors.push(String(e)));
+      // The node's Content-Security-Policy must not block anything the UI does.
+      p.on("console", (m) => {
+        if (m.type() === "error" && /Content Security Policy|Refused to/.test(m.text())) errors.push(m.text());
+      });
       return p;
     };
     const page = await open();

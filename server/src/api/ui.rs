@@ -16,6 +16,13 @@ const NOT_BUILT: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"
 (it installs the npm packages and builds <code>web/dist</code>), then rebuild the binary. \
 The REST API is served as usual; its documentation is at <a href=\"/docs/\">/docs/</a>.</p></body></html>";
 
+/// Scripts, styles, connections and images from this node only (inline
+/// style attributes are allowed: the charts position their elements with
+/// them); no frames, no plugins.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; \
+base-uri 'none'; form-action 'self'";
+
 fn file(path: &str) -> Option<HttpResponse> {
     let f = Assets::get(path)?;
     let mime = f.metadata.mimetype().to_string();
@@ -31,6 +38,11 @@ fn file(path: &str) -> Option<HttpResponse> {
             .insert_header((header::CONTENT_TYPE, mime))
             .insert_header((header::CACHE_CONTROL, cache))
             .insert_header(("X-Content-Type-Options", "nosniff"))
+            // The UI loads nothing from elsewhere and runs no inline script:
+            // an injected script or a foreign frame has nothing to work with.
+            .insert_header(("Content-Security-Policy", CSP))
+            .insert_header(("X-Frame-Options", "DENY"))
+            .insert_header(("Referrer-Policy", "no-referrer"))
             .body(f.data.into_owned()),
     )
 }
