@@ -103,6 +103,16 @@ pub enum LedgerError {
     /// `raft.db` holds something no sequence of accepted writes produces.
     #[error("corrupt Raft log at index {index}: {detail}")]
     RaftLogCorrupt { index: u64, detail: String },
+    /// Bytes that are not a [`crate::replication::Proposal`].
+    #[error("malformed proposal: {0}")]
+    MalformedProposal(String),
+    /// The chain has applied an entry the Raft log does not hold as
+    /// committed: `raft.db` was lost or replaced behind the chain's back.
+    #[error("the chain has applied Raft index {applied} but the log's commit index is {commit}")]
+    RaftAppliedAhead { applied: u64, commit: u64 },
+    /// raft-rs refused a configuration, a message or a configuration change.
+    #[error("raft: {0}")]
+    Raft(String),
 }
 
 impl LedgerError {
@@ -120,6 +130,9 @@ impl LedgerError {
             LedgerError::Locked(_) => "LEDGER:LOCKED",
             LedgerError::RaftWriteRefused { .. } => "LEDGER:RAFT_WRITE_REFUSED",
             LedgerError::RaftLogCorrupt { .. } => "LEDGER:RAFT_LOG_CORRUPT",
+            LedgerError::MalformedProposal(_) => "LEDGER:MALFORMED_PROPOSAL",
+            LedgerError::RaftAppliedAhead { .. } => "LEDGER:RAFT_APPLIED_AHEAD",
+            LedgerError::Raft(_) => "LEDGER:RAFT",
         }
     }
 }

@@ -486,6 +486,13 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Whether the log holds anything (a configuration, a hard state or an
+    /// entry): a node that has been part of a cluster resumes from it rather
+    /// than being [initialized](Self::initialize) again.
+    pub fn is_initialized(&self) -> bool {
+        self.image.initialized()
+    }
+
     /// The hard state as last persisted.
     pub fn hard_state(&self) -> &HardState {
         &self.image.hard_state

@@ -1,12 +1,23 @@
 //! Raft replication: what a node needs to take part in ordering batches with
 //! its peers.
 //!
-//! Today this is the durable Raft log ([`log::RaftLog`]), which raft-rs reads
-//! through its `Storage` trait. The network, the timers and the driving loop
-//! live outside this crate: `ledger` knows Raft's state machine and log, but
-//! still opens no socket, starts no runtime and reads no clock (a caller
-//! ticks the `RawNode`).
+//! - [`log::RaftLog`]: the durable Raft log in `raft.db`, which raft-rs reads
+//!   through its `Storage` trait.
+//! - [`entry::Proposal`]: what one entry carries (a batch, its timestamp and
+//!   the leader's applied block), and its binary encoding.
+//! - [`replica::Replica`]: raft-rs's `RawNode` over that log, driven from
+//!   outside: ticks, messages and proposals in; messages to send and
+//!   committed proposals to apply out, by raft-rs's Ready contract.
+//!
+//! The network, the timers and the driving loop live outside this crate:
+//! `ledger` knows Raft's state machine and log, but still opens no socket,
+//! starts no runtime, reads no clock and draws no random number (a caller
+//! ticks the replica).
 
+pub mod entry;
 pub mod log;
+pub mod replica;
 
+pub use entry::Proposal;
 pub use log::{RaftLog, RAFT_FILE};
+pub use replica::{Committed, NotLeader, Output, Replica, ReplicaConfig};

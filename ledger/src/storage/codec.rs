@@ -14,13 +14,16 @@ use smol_str::SmolStr;
 pub struct CodecError(pub String);
 
 #[derive(Default)]
-struct Enc(Vec<u8>);
+pub(crate) struct Enc(pub(crate) Vec<u8>);
 
 impl Enc {
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         // Lengths are bounded by `Limits`, far below u32::MAX.
         self.u32(v.len() as u32);
         self.0.extend_from_slice(v);
@@ -31,12 +34,15 @@ impl Enc {
     }
 }
 
-struct Dec<'a> {
+pub(crate) struct Dec<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Dec<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Dec { buf }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.buf.len() < n {
             return Err(CodecError(format!(
                 "needed {n} bytes, {} left",
@@ -47,18 +53,23 @@ impl<'a> Dec<'a> {
         self.buf = tail;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, CodecError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, CodecError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, CodecError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(b))
+    }
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn str(&mut self) -> Result<&'a str, CodecError> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, CodecError> {
         std::str::from_utf8(self.bytes()?).map_err(|e| CodecError(e.to_string()))
     }
     fn partition(&mut self) -> Result<PartitionId, CodecError> {
@@ -66,7 +77,7 @@ impl<'a> Dec<'a> {
         let domain = DomainId::new(self.str()?).map_err(|e| CodecError(e.to_string()))?;
         Ok(PartitionId { org, domain })
     }
-    fn end(&self) -> Result<(), CodecError> {
+    pub(crate) fn end(&self) -> Result<(), CodecError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -137,6 +148,45 @@ fn get_writes(d: &mut Dec<'_>) -> Result<Vec<Write>, CodecError> {
 
 fn id<T>(r: Result<T, InvalidId>) -> Result<T, CodecError> {
     r.map_err(|e| CodecError(e.to_string()))
+}
+
+/// A transaction's envelope (id, domain, function, args, submitter, org,
+/// then `0`, or `1` and the signature's key id and bytes), without an
+/// outcome: what a Raft entry carries.
+pub(crate) fn put_tx(e: &mut Enc, tx: &Transaction) {
+    e.bytes(tx.id.as_str().as_bytes());
+    e.bytes(tx.domain.as_str().as_bytes());
+    e.bytes(tx.function.as_str().as_bytes());
+    e.bytes(&tx.args);
+    e.bytes(tx.submitter.as_str().as_bytes());
+    e.bytes(tx.org.as_str().as_bytes());
+    match &tx.signature {
+        None => e.0.push(0),
+        Some(s) => {
+            e.0.push(1);
+            e.bytes(s.kid.as_bytes());
+            e.bytes(&s.sig);
+        }
+    }
+}
+
+pub(crate) fn get_tx(d: &mut Dec<'_>) -> Result<Transaction, CodecError> {
+    Ok(Transaction {
+        id: id(TxId::new(d.str()?))?,
+        domain: id(DomainId::new(d.str()?))?,
+        function: id(FunctionName::new(d.str()?))?,
+        args: d.bytes()?.to_vec(),
+        submitter: id(UserId::new(d.str()?))?,
+        org: id(OrgId::new(d.str()?))?,
+        signature: match d.u8()? {
+            0 => None,
+            1 => Some(TxSignature {
+                kid: d.str()?.to_string(),
+                sig: d.bytes()?.to_vec(),
+            }),
+            t => return Err(CodecError(format!("bad option tag {t}"))),
+        },
+    })
 }
 
 /// A chunk of consecutive transactions of one block with their outcomes:

@@ -1,0 +1,473 @@
+//! The deterministic replica core: raft-rs's `RawNode` over the durable log,
+//! driven by its caller.
+//!
+//! A [`Replica`] opens no socket, starts no thread, reads no clock and draws
+//! no random number of its own: time arrives as [`Replica::tick`], peers'
+//! messages as [`Replica::step`], and everything it wants done leaves through
+//! [`Replica::ready`] as an [`Output`] (messages to send, committed proposals
+//! to apply). The server's runtime and the simulation test drive it the same
+//! way, so a schedule the simulation finds is one the runtime can meet.
+//!
+//! raft-rs draws each randomized election timeout from `thread_rng` in
+//! `[min_election_tick, max_election_tick)`. A caller that needs a run to
+//! reproduce (a simulation) pins that range to one value per node
+//! ([`ReplicaConfig::min_election_tick`] and `max_election_tick`).
+
+use super::entry::Proposal;
+use super::log::RaftLog;
+use crate::block::OrderedBatch;
+use crate::error::LedgerError;
+use crate::storage::Sync;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::{Config, RawNode, StateRole};
+use std::path::Path;
+
+/// Readies handled by one [`Replica::ready`] call. One is the usual case and
+/// two happen (a leader's own append lets it commit); the bound keeps a call
+/// from running unbounded fsyncs. When it is reached, `has_ready` is still
+/// true and the caller calls again.
+pub const READIES_PER_CALL_MAX: usize = 16;
+
+/// How a replica runs. Ticks are the caller's unit of time.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Ticks without hearing from a leader before a follower campaigns.
+    pub election_tick: usize,
+    /// Ticks between a leader's heartbeats; well below `election_tick`.
+    pub heartbeat_tick: usize,
+    /// Bytes of entries per append message (raft-rs's `max_size_per_msg`).
+    pub max_size_per_msg: u64,
+    /// Append messages in flight per follower before the leader waits.
+    pub max_inflight_msgs: usize,
+    /// The Raft index of the chain's tip (`engine.tip()`'s `raft_index`, 0
+    /// on an empty chain): committed entries after it are handed out again.
+    pub applied: u64,
+    /// The range raft-rs draws a randomized election timeout from; 0 takes
+    /// its default (`election_tick` and twice that). A simulation pins it to
+    /// one value (`max = min + 1`), a different one per node.
+    pub min_election_tick: usize,
+    pub max_election_tick: usize,
+    /// `Full` outside tests: the log's contents are promised to peers.
+    pub sync: Sync,
+}
+
+impl ReplicaConfig {
+    pub fn new(applied: u64) -> Self {
+        ReplicaConfig {
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            applied,
+            min_election_tick: 0,
+            max_election_tick: 0,
+            sync: Sync::Full,
+        }
+    }
+}
+
+/// A proposal made at a node that is not the leader (or a leader that is
+/// handing over): send it to `leader`, or retry once one is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not the leader (leader: {leader:?})")]
+pub struct NotLeader {
+    pub leader: Option<u64>,
+}
+
+impl NotLeader {
+    pub fn code(&self) -> &'static str {
+        "LEDGER:NOT_LEADER"
+    }
+}
+
+/// A committed proposal, in log order: apply it with
+/// [`Committed::into_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub index: u64,
+    pub term: u64,
+    /// The node that proposed it (carried in the entry's context).
+    pub proposer: u64,
+    pub proposal: Proposal,
+}
+
+impl Committed {
+    pub fn into_batch(self) -> OrderedBatch {
+        self.proposal
+            .into_batch(self.term, self.index, self.proposer)
+    }
+}
+
+/// What one [`Replica::ready`] call asks its caller to do.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// To send to `message.to`, in any order; any may be lost (Raft
+    /// retries). All of them may leave now: `ready` returns after the
+    /// writes they depend on are durable.
+    pub messages: Vec<Message>,
+    /// To apply to the engine, in this order, each after the previous.
+    pub committed: Vec<Committed>,
+    /// The log jumped to this (index, term) from a leader's snapshot: the
+    /// chain must be brought up to that index (fetched from a peer) before
+    /// later committed entries can apply.
+    pub snapshot: Option<(u64, u64)>,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub role: StateRole,
+}
+
+/// One node's Raft state machine over its durable log.
+pub struct Replica {
+    id: u64,
+    node: RawNode<RaftLog>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("term", &self.term())
+            .field("role", &self.role())
+            .field("leader", &self.leader())
+            .field("commit", &self.commit_index())
+            .finish_non_exhaustive()
+    }
+}
+
+fn raft_error(e: raft::Error) -> LedgerError {
+    LedgerError::Raft(e.to_string())
+}
+
+impl Replica {
+    /// Opens node `id`'s log in `dir` (`raft.db`), raft-rs logging discarded.
+    /// See [`Self::open_with_logger`].
+    pub fn open(
+        dir: &Path,
+        id: u64,
+        voters: &[u64],
+        config: ReplicaConfig,
+    ) -> Result<Replica, LedgerError> {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        Self::open_with_logger(dir, id, voters, config, &logger)
+    }
+
+    /// Opens node `id`'s log in `dir`: a new log is initialized with
+    /// `voters` as the configuration (every founding node must be given the
+    /// same); an existing one resumes with the configuration it stores.
+    ///
+    /// `config.applied` must not exceed the log's durable commit index:
+    /// raft-rs would panic on it, and it means the chain holds an entry the
+    /// log does not (`raft.db` lost or replaced), which only an operator can
+    /// sort out ([`LedgerError::RaftAppliedAhead`]). [`Self::ready`] keeps
+    /// it true by persisting each new commit index before it hands out the
+    /// entries it commits.
+    pub fn open_with_logger(
+        dir: &Path,
+        id: u64,
+        voters: &[u64],
+        config: ReplicaConfig,
+        logger: &slog::Logger,
+    ) -> Result<Replica, LedgerError> {
+        let mut log = RaftLog::open(dir, config.sync)?;
+        if !log.is_initialized() {
+            log.initialize(&ConfState::from((voters.to_vec(), vec![])))?;
+        }
+        let commit = log.hard_state().commit;
+        if config.applied > commit {
+            return Err(LedgerError::RaftAppliedAhead {
+                applied: config.applied,
+                commit,
+            });
+        }
+        let raft_config = Config {
+            id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            applied: config.applied,
+            max_size_per_msg: config.max_size_per_msg,
+            max_inflight_msgs: config.max_inflight_msgs,
+            min_election_tick: config.min_election_tick,
+            max_election_tick: config.max_election_tick,
+            // A leader cut off from a majority steps down after an election
+            // timeout, so its clients hear "no leader" instead of waiting on
+            // proposals that cannot commit.
+            check_quorum: true,
+            // A node back from a partition asks before it campaigns, so its
+            // inflated term does not depose a leader the others follow.
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config.validate().map_err(raft_error)?;
+        let node = RawNode::new(&raft_config, log, logger).map_err(raft_error)?;
+        Ok(Replica { id, node })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// One unit of time: heartbeats and election timeouts count ticks.
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// Hands over a message from a peer. An error (a message from a node
+    /// outside the configuration, or of a local-only type) means the
+    /// message was dropped; the node is unharmed.
+    pub fn step(&mut self, message: Message) -> Result<(), LedgerError> {
+        self.node.step(message).map_err(raft_error)
+    }
+
+    /// Starts an election now rather than at the election timeout.
+    pub fn campaign(&mut self) -> Result<(), LedgerError> {
+        self.node.campaign().map_err(raft_error)
+    }
+
+    /// Appends `proposal` to the log if this node leads; it commits (or is
+    /// lost with a leader that loses its term) in a later [`Self::ready`].
+    /// The proposer's id rides in the entry's context.
+    pub fn propose(&mut self, proposal: Proposal) -> Result<(), NotLeader> {
+        let not_leader = NotLeader {
+            leader: self.leader().filter(|l| *l != self.id),
+        };
+        if self.role() != StateRole::Leader {
+            return Err(not_leader);
+        }
+        // raft-rs drops a proposal while leadership is being transferred.
+        self.node
+            .propose(self.id.to_be_bytes().to_vec(), proposal.encode())
+            .map_err(|_| not_leader)
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.node.raft.leader_id).filter(|id| *id != raft::INVALID_ID)
+    }
+
+    pub fn role(&self) -> StateRole {
+        self.node.raft.state
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    /// The highest index this node knows to be committed.
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    /// The highest index handed out by [`Self::ready`] (or given as
+    /// `applied` at open).
+    pub fn applied_index(&self) -> u64 {
+        self.node.raft.raft_log.applied
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.node.raft.raft_log.last_index()
+    }
+
+    /// Whether [`Self::ready`] has anything to do.
+    pub fn has_ready(&self) -> bool {
+        self.node.has_ready()
+    }
+
+    /// Tells raft-rs a peer could not be reached, so the leader probes it
+    /// instead of streaming appends into the void.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.node.report_unreachable(id);
+    }
+
+    /// Handles every pending `Ready` (up to [`READIES_PER_CALL_MAX`]) by
+    /// raft-rs's contract and returns what the caller must do. After an
+    /// error (a failed fsync above all) the in-memory Raft state and the
+    /// disk may disagree: drop this replica and open it again.
+    pub fn ready(&mut self) -> Result<Output, LedgerError> {
+        let mut out = Output {
+            messages: Vec::new(),
+            committed: Vec::new(),
+            snapshot: None,
+            leader: None,
+            term: 0,
+            role: StateRole::Follower,
+        };
+        for _ in 0..READIES_PER_CALL_MAX {
+            if !self.node.has_ready() {
+                break;
+            }
+            self.handle_ready(&mut out)?;
+        }
+        out.leader = self.leader();
+        out.term = self.term();
+        out.role = self.role();
+        Ok(out)
+    }
+
+    fn handle_ready(&mut self, out: &mut Output) -> Result<(), LedgerError> {
+        let mut ready = self.node.ready();
+        // Messages that do not depend on this Ready's writes (a leader's
+        // appends and heartbeats): raft-rs allows sending them before the
+        // persist, so the leader's fsync overlaps its followers'. Here they
+        // leave when `ready` returns, after it, which is also correct.
+        out.messages.extend(ready.take_messages());
+
+        // (a) A snapshot first: it replaces the log below its index, and the
+        // entries of this Ready (if any) follow it.
+        if !ready.snapshot().is_empty() {
+            self.node.mut_store().apply_snapshot(ready.snapshot())?;
+            let meta = ready.snapshot().get_metadata();
+            out.snapshot = Some((meta.index, meta.term));
+        }
+
+        // (d) The Ready's committed entries were persisted by earlier Readies
+        // (raft-rs hands out only durable entries), and their commit index
+        // was persisted by the `advance` that made them committed (below),
+        // so they may be applied before this Ready's own writes.
+        let committed = ready.take_committed_entries();
+        self.collect(committed, out)?;
+
+        // (b) The new entries and hard state (term, vote, commit), in one
+        // transaction, one fsync: a vote or an acknowledgement must never
+        // leave before what it promises is on disk.
+        self.node.mut_store().persist(ready.entries(), ready.hs())?;
+
+        // (c) Votes and append responses promise what was just persisted:
+        // sendable only now.
+        out.messages.extend(ready.take_persisted_messages());
+
+        // (e) Tell raft-rs the Ready is durable. The light ready carries
+        // what that unblocked: a leader counts its own copy towards the
+        // quorum, so entries may commit here.
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            // raft-rs says the commit index need not be durable, but the
+            // entries it commits are about to be applied, and a restart
+            // resumes at the chain's tip (`Config::applied`), which must
+            // never be above the durable commit index (raft-rs panics).
+            let mut hs = self.node.store().hard_state().clone();
+            hs.commit = commit;
+            self.node.mut_store().persist(&[], Some(&hs))?;
+        }
+        out.messages.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.collect(committed, out)?;
+        // Everything handed out counts as applied: the caller applies
+        // `Output::committed` before it calls `ready` again, and a crash in
+        // between replays them from the chain's tip.
+        self.node.advance_apply();
+        Ok(())
+    }
+
+    /// Turns committed entries into proposals to apply; applies
+    /// configuration changes to raft-rs and the log.
+    fn collect(&mut self, entries: Vec<Entry>, out: &mut Output) -> Result<(), LedgerError> {
+        for entry in entries {
+            let corrupt = |detail: String| LedgerError::RaftLogCorrupt {
+                index: entry.index,
+                detail,
+            };
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    // A new leader appends an empty entry to commit its
+                    // predecessors' entries: no block.
+                    if entry.data.is_empty() {
+                        continue;
+                    }
+                    let proposal =
+                        Proposal::decode(&entry.data).map_err(|e| corrupt(e.to_string()))?;
+                    let proposer = <[u8; 8]>::try_from(&entry.context[..])
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| {
+                            corrupt(format!(
+                                "a context of {} bytes, not a proposer id",
+                                entry.context.len()
+                            ))
+                        })?;
+                    out.committed.push(Committed {
+                        index: entry.index,
+                        term: entry.term,
+                        proposer,
+                        proposal,
+                    });
+                }
+                // An empty `ConfChangeV2` is meaningful (leave the joint
+                // configuration), so configuration entries are never skipped.
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    let cs = self.node.apply_conf_change(&cc).map_err(raft_error)?;
+                    self.node.mut_store().set_conf_state(&cs)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    let cs = self.node.apply_conf_change(&cc).map_err(raft_error)?;
+                    self.node.mut_store().set_conf_state(&cs)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hash;
+    use crate::model::Timestamp;
+
+    fn config(applied: u64) -> ReplicaConfig {
+        ReplicaConfig {
+            sync: Sync::Off,
+            ..ReplicaConfig::new(applied)
+        }
+    }
+
+    fn proposal(ts: u64) -> Proposal {
+        Proposal {
+            timestamp: Timestamp(ts),
+            parent: Some((ts, Hash([1; 32]))),
+            txs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_single_voter_leads_commits_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Replica::open(dir.path(), 1, &[1], config(0)).unwrap();
+        assert_eq!(
+            r.propose(proposal(1)),
+            Err(NotLeader { leader: None }),
+            "a follower refuses"
+        );
+        r.campaign().unwrap();
+        let out = r.ready().unwrap();
+        assert_eq!(out.role, StateRole::Leader);
+        assert_eq!(out.leader, Some(1));
+        assert!(out.messages.is_empty() && out.committed.is_empty());
+        r.propose(proposal(1)).unwrap();
+        r.propose(proposal(2)).unwrap();
+        let out = r.ready().unwrap();
+        let got: Vec<(u64, u64, u64)> = out
+            .committed
+            .iter()
+            .map(|c| (c.index, c.term, c.proposer))
+            .collect();
+        // Index 1 is the new leader's empty entry.
+        assert_eq!(got, vec![(2, 1, 1), (3, 1, 1)]);
+        assert_eq!(out.committed[1].proposal, proposal(2));
+        assert_eq!(r.commit_index(), 3);
+        drop(r);
+
+        // Resumed with only index 2 applied: index 3 comes back.
+        let mut r = Replica::open(dir.path(), 1, &[1], config(2)).unwrap();
+        let out = r.ready().unwrap();
+        assert_eq!(out.committed.len(), 1);
+        assert_eq!(out.committed[0].index, 3);
+        drop(r);
+
+        // A chain ahead of the log's commit index is refused, not a panic.
+        let err = Replica::open(dir.path(), 1, &[1], config(4)).unwrap_err();
+        assert_eq!(err.code(), "LEDGER:RAFT_APPLIED_AHEAD");
+    }
+}
