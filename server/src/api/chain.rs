@@ -2,7 +2,7 @@
 
 use super::auth::{self, Caller};
 use super::events::TxEvent;
-use super::problem::{codes, ApiError, Problem};
+use super::problem::{codes, ApiError, Problem, ReadResponses};
 use super::schema::HeaderDoc;
 use super::tx::may_see;
 use super::Api;
@@ -65,8 +65,7 @@ pub struct BlockParams {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of block headers", body = BlockPage),
-        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        ReadResponses,
     )
 )]
 #[get("/v1/blocks")]
@@ -260,8 +259,7 @@ pub struct KeyParams {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of keys", body = KeyPage),
-        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        ReadResponses,
         (status = 403, description = "Another organization's partition", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -396,8 +394,7 @@ pub struct HistoryParams {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of versions", body = HistoryPage),
-        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        ReadResponses,
         (status = 403, description = "Another organization's partition", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -667,8 +664,7 @@ fn redact(tx: &ledger::Transaction) -> serde_json::Value {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of records in ledger order", body = AuditPage),
-        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        ReadResponses,
         (status = 403, description = "Another organization", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -690,8 +686,7 @@ pub async fn audit(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "JSON Lines", content_type = "application/x-ndjson", body = String),
-        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        ReadResponses,
         (status = 403, description = "Another organization", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -212,3 +212,18 @@ pub fn method_not_allowed() -> ApiError {
         "this route does not accept that method",
     )
 }
+
+/// The answers every authenticated read shares (OpenAPI response set).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadResponses {
+    /// Malformed path or query parameters.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Not signed in.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// Rate limited.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+}

@@ -38,6 +38,7 @@ use super::auth::{self, Caller};
 use super::problem::{codes, ApiError, Problem};
 use super::tx::{self, SubmitRequest, TxResult, WaitParams};
 use super::Api;
+pub use crate::api::problem::ReadResponses;
 use actix_web::{web, HttpResponse};
 use domains::membership::Role;
 use ledger::{ChaincodeError, OrgId};
@@ -188,21 +189,6 @@ pub enum WriteResponses {
     /// `LEDGER:INVALID_ARGUMENTS` or a domain code), refused before ordering.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
-    /// Rate limited.
-    #[response(status = 429, content_type = "application/problem+json")]
-    RateLimited(Problem),
-}
-
-/// The answers every typed read shares.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub enum ReadResponses {
-    /// Malformed path or query parameters.
-    #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(Problem),
-    /// Not signed in.
-    #[response(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Problem),
     /// Rate limited.
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
