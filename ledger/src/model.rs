@@ -267,8 +267,10 @@ pub struct Transaction {
     /// The submitter's Ed25519 signature of [`Transaction::hash`], when the
     /// client signed it (non-repudiation). Not part of the hash it signs;
     /// committed to by the transaction's Merkle leaf.
+    /// Boxed: most transactions are unsigned, and the envelope is copied on
+    /// the hot path (a bare `Option<TxSignature>` made it a third larger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<TxSignature>,
+    pub signature: Option<Box<TxSignature>>,
 }
 
 /// A submitter's signature of a transaction, by one of its registered keys.

@@ -128,10 +128,10 @@ mod tests {
     #[test]
     fn proposals_round_trip() {
         let mut signed = tx("t-2");
-        signed.signature = Some(TxSignature {
+        signed.signature = Some(Box::new(TxSignature {
             kid: "k1".into(),
             sig: vec![7; 64],
-        });
+        }));
         for p in [
             Proposal {
                 timestamp: Timestamp(0),

@@ -180,10 +180,10 @@ pub(crate) fn get_tx(d: &mut Dec<'_>) -> Result<Transaction, CodecError> {
         org: id(OrgId::new(d.str()?))?,
         signature: match d.u8()? {
             0 => None,
-            1 => Some(TxSignature {
+            1 => Some(Box::new(TxSignature {
                 kid: d.str()?.to_string(),
                 sig: d.bytes()?.to_vec(),
-            }),
+            })),
             t => return Err(CodecError(format!("bad option tag {t}"))),
         },
     })
@@ -273,10 +273,10 @@ pub fn decode_chunk(buf: &[u8]) -> Result<Vec<(Transaction, TxOutcome)>, CodecEr
             writes: get_writes(&mut d)?,
         };
         if signed {
-            tx.signature = Some(TxSignature {
+            tx.signature = Some(Box::new(TxSignature {
                 kid: d.str()?.to_string(),
                 sig: d.bytes()?.to_vec(),
-            });
+            }));
         }
         out.push((tx, outcome));
     }
@@ -324,10 +324,10 @@ mod tests {
         };
         let rejected = TxOutcome::rejected(Code::from_static("FINANCE:NOPE"), "no");
         let mut signed = tx.clone();
-        signed.signature = Some(TxSignature {
+        signed.signature = Some(Box::new(TxSignature {
             kid: "k1".into(),
             sig: vec![7; 64],
-        });
+        }));
         let records = vec![
             (tx.clone(), ok.clone()),
             (signed.clone(), rejected.clone()),

@@ -230,7 +230,7 @@ pub fn admit(api: &Api, caller: &Caller, req: SubmitRequest) -> Result<Transacti
             .ok_or_else(|| {
                 ApiError::unprocessable(codes::INVALID_BODY, "sig must be 128 hex digits")
             })?;
-        tx.signature = Some(TxSignature { kid: s.kid, sig });
+        tx.signature = Some(Box::new(TxSignature { kid: s.kid, sig }));
     }
     check_signature(api, caller, &tx)?;
     precheck(api, caller, &tx)?;
