@@ -3,7 +3,7 @@
 
 import type { components } from "../../lib/api-types";
 import { money, parseMoney } from "../../lib/format";
-import { type FieldErrors, isName, isOrg, isPrintableAscii } from "./common/validate";
+import { type FieldErrors, isName, isOrg, isPrintableAscii } from "../../forms/validate";
 
 type S = components["schemas"];
 

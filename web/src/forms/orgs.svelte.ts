@@ -1,7 +1,7 @@
 // The consortium's organizations (for org pickers and suggestions), read
 // once per page load.
 
-import { get, type Schemas } from "../../../lib/api";
+import { get, type Schemas } from "../lib/api";
 
 class Orgs {
   list = $state<Schemas["OrgView"][]>([]);

@@ -2,8 +2,8 @@
 // (committed or rejected, both on the ledger; 202 while pending), and a
 // refused request throws the server's problem.
 
-import { post, type TxResult } from "../../../lib/api";
-import { link } from "../../../lib/router.svelte";
+import { post, type TxResult } from "../lib/api";
+import { link } from "../lib/router.svelte";
 
 /** The Explorer's page of a transaction. */
 export const txHref = (id: string) => link("explorer", "tx", id);
