@@ -20,4 +20,8 @@ pub mod replica;
 
 pub use entry::Proposal;
 pub use log::{RaftLog, RAFT_FILE};
-pub use replica::{Committed, NotLeader, Output, Replica, ReplicaConfig};
+pub use raft::eraftpb::Message;
+pub use raft::StateRole;
+pub use replica::{
+    decode_message, encode_message, Committed, NotLeader, Output, ReadIndex, Replica, ReplicaConfig,
+};

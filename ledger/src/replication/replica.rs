@@ -112,9 +112,33 @@ pub struct Output {
     /// chain must be brought up to that index (fetched from a peer) before
     /// later committed entries can apply.
     pub snapshot: Option<(u64, u64)>,
+    /// Answers to [`Replica::read_index`] requests: the commit index a
+    /// read with that context may be served at once it is applied.
+    pub read_states: Vec<ReadIndex>,
     pub leader: Option<u64>,
     pub term: u64,
     pub role: StateRole,
+}
+
+/// The answer to one read-index request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadIndex {
+    /// The context given to [`Replica::read_index`].
+    pub context: Vec<u8>,
+    /// Serve the read once everything up to this index is applied.
+    pub index: u64,
+}
+
+/// Encodes a Raft message for the wire (raft-rs's protobuf encoding).
+pub fn encode_message(message: &Message) -> Result<Vec<u8>, LedgerError> {
+    message
+        .write_to_bytes()
+        .map_err(|e| LedgerError::Raft(e.to_string()))
+}
+
+/// Decodes a Raft message from the wire; garbage is an error, never a panic.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, LedgerError> {
+    Message::parse_from_bytes(bytes).map_err(|e| LedgerError::Raft(e.to_string()))
 }
 
 /// One node's Raft state machine over its durable log.
@@ -267,6 +291,38 @@ impl Replica {
         self.node.raft.raft_log.last_index()
     }
 
+    /// Asks for the index a linearizable read may be served at; the answer
+    /// comes out of a later [`Self::ready`] as a [`ReadIndex`] with the same
+    /// context (a follower asks its leader). No answer comes when there is
+    /// no leader or the request is lost: the caller times out and retries.
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.node.read_index(context);
+    }
+
+    /// The voters of the current configuration.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// On a leader: each peer's highest index known to be replicated to it
+    /// (its own included); empty on other nodes.
+    pub fn matched(&self) -> Vec<(u64, u64)> {
+        if self.role() != StateRole::Leader {
+            return Vec::new();
+        }
+        let mut m: Vec<(u64, u64)> = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        m.sort_unstable();
+        m
+    }
+
     /// Whether [`Self::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
         self.node.has_ready()
@@ -287,6 +343,7 @@ impl Replica {
             messages: Vec::new(),
             committed: Vec::new(),
             snapshot: None,
+            read_states: Vec::new(),
             leader: None,
             term: 0,
             role: StateRole::Follower,
@@ -310,6 +367,11 @@ impl Replica {
         // persist, so the leader's fsync overlaps its followers'. Here they
         // leave when `ready` returns, after it, which is also correct.
         out.messages.extend(ready.take_messages());
+        out.read_states
+            .extend(ready.take_read_states().into_iter().map(|r| ReadIndex {
+                context: r.request_ctx,
+                index: r.index,
+            }));
 
         // (a) A snapshot first: it replaces the log below its index, and the
         // entries of this Ready (if any) follow it.
