@@ -51,14 +51,14 @@ pub struct HttpArgs {
 
 /// A minimal HTTP/1.1 client on one keep-alive connection (the bench
 /// measures the server, so the client does as little as possible).
-struct Conn {
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     host: String,
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub(crate) fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -69,7 +69,7 @@ impl Conn {
         })
     }
 
-    fn request(
+    pub(crate) fn request(
         &mut self,
         method: &str,
         path: &str,

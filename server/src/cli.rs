@@ -57,6 +57,20 @@ pub enum ClusterCommand {
     /// cluster out: a consortium issues production certificates from its
     /// own PKI.
     Certs(CertsArgs),
+    /// Show each node's role, term, leader, commit and applied index (from
+    /// `/v1/cluster/status`; plain HTTP, as on a loopback cluster).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A node's API address (`127.0.0.1:8080`). Repeatable; every node
+    /// named is asked.
+    #[arg(long = "addr", default_value = "127.0.0.1:8080")]
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Print the nodes' answers as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cluster(ClusterCommand::Status(args)) => crate::tools::cluster_status(&args),
         Command::Cluster(ClusterCommand::Certs(args)) => {
             for path in crate::cluster::certs::write_dev_certs(&args.ca_out, &args.out, args.nodes)?
             {

@@ -6,7 +6,7 @@
 //! with the first result); times in it are relative to the node's clock at
 //! creation, because lot expiries and consents must lie in the future.
 
-use crate::node::Submitter;
+use crate::node::{NodeError, Submitter, STARTUP_PATIENCE};
 use domains::finance::FINANCE;
 use domains::healthcare::HEALTHCARE;
 use domains::supply_chain::SUPPLY_CHAIN;
@@ -532,14 +532,22 @@ fn submit_wave(submitter: &Submitter, wave: Vec<(Transaction, Expect)>) -> anyho
     let mut waiting = Vec::new();
     for (t, expect) in wave {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        waiting.push((t.id.clone(), expect, answer));
-        submitter.submit(t, Some(reply))?;
+        submitter.submit(t.clone(), Some(reply))?;
+        waiting.push((t, expect, answer));
     }
-    for (id, expect, answer) in waiting {
-        let c = answer
+    for (t, expect, answer) in waiting {
+        let id = t.id.clone();
+        let c = match answer
             .blocking_recv()
             .map_err(|_| anyhow::anyhow!("the node stopped before committing {id}"))?
-            .map_err(|e| anyhow::anyhow!("demo transaction {id} failed: {e}"))?;
+        {
+            Ok(c) => c,
+            // A cluster still electing its first leader: wait for it.
+            Err(NodeError::NoLeader | NodeError::NotCommitted(_)) => {
+                submitter.submit_and_wait(t, STARTUP_PATIENCE)?
+            }
+            Err(e) => anyhow::bail!("demo transaction {id} failed: {e}"),
+        };
         let o = &c.outcome;
         match expect {
             Expect::Commit => anyhow::ensure!(

@@ -6,13 +6,14 @@
 use crate::{api, demo};
 use anyhow::Context;
 use clap::Args;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use ledger::block::{OrderedBatch, Receipt};
 use ledger::engine::{AppliedBlock, Engine, EngineConfig, Progress};
 use ledger::{Hash, Limits, Timestamp, Transaction, TxOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -96,6 +97,79 @@ pub struct ServeArgs {
     /// Requests a user may burst above the rate.
     #[arg(long, default_value_t = 2000.0)]
     pub rate_burst: f64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Raft replication. Without `--node-id` the node runs alone and orders its
+/// own batches (the embedded node).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// This node's id in a Raft cluster (1, 2, …; its cluster certificate
+    /// must name it: `node-ID.parledger`).
+    #[arg(
+        long,
+        env = "PARLEDGER_NODE_ID",
+        requires_all = ["cluster_listen", "cluster_cert", "cluster_key", "cluster_ca"]
+    )]
+    pub node_id: Option<u64>,
+    /// Another founding node, `ID=HOST:PORT` (its cluster listener).
+    /// Repeatable; every founding node must be given the same set.
+    #[arg(long = "peer", value_parser = parse_peer, requires = "node_id")]
+    pub peers: Vec<(u64, String)>,
+    /// Where peers connect to this node (mutual TLS).
+    #[arg(long, env = "PARLEDGER_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// This node's cluster certificate (PEM), issued by the consortium CA.
+    #[arg(long, env = "PARLEDGER_CLUSTER_CERT")]
+    pub cluster_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "PARLEDGER_CLUSTER_KEY")]
+    pub cluster_key: Option<PathBuf>,
+    /// The consortium CA bundle (PEM) that peers' certificates chain to.
+    #[arg(long, env = "PARLEDGER_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+    /// This node's API address as peers and `/v1/cluster/status` show it
+    /// (default: the scheme and --listen).
+    #[arg(long, env = "PARLEDGER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// One Raft tick, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub raft_tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (each node draws
+    /// its timeout in [N, 2N) ticks).
+    #[arg(long, default_value_t = 10)]
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    #[arg(long, default_value_t = 2)]
+    pub heartbeat_ticks: usize,
+    /// Seconds a submission waits for a leader to be known before
+    /// `NODE:NO_LEADER`.
+    #[arg(long, default_value_t = 5)]
+    pub no_leader_wait_s: u64,
+    /// Seconds after which a submission not yet applied is sent to the
+    /// leader again.
+    #[arg(long, default_value_t = 3)]
+    pub resend_after_s: u64,
+    /// Seconds a submission waits to be applied before `NODE:NOT_COMMITTED`.
+    #[arg(long, default_value_t = 30)]
+    pub commit_timeout_s: u64,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected ID=HOST:PORT"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| format!("`{id}`: a node id is a positive integer"))?;
+    if id == 0 {
+        return Err("node id 0 is reserved".into());
+    }
+    if !addr.contains(':') {
+        return Err(format!("`{addr}`: expected HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
 }
 
 impl ServeArgs {
@@ -137,7 +211,7 @@ pub struct Status {
 }
 
 /// One node of the cluster, as this node sees it.
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub id: u64,
     /// The address its API listens on.
@@ -147,6 +221,12 @@ pub struct Member {
     pub term: u64,
     /// Blocks behind this node's durable height.
     pub lag: u64,
+    /// Its chain's height and applied Raft index, as it last told.
+    pub height: u64,
+    pub applied_index: u64,
+    /// Milliseconds since it last told (0 for this node; absent when it
+    /// never did).
+    pub last_seen_ms: Option<u64>,
 }
 
 /// The answer to one submission.
@@ -179,17 +259,45 @@ impl Committed {
     }
 }
 
-pub type Reply = tokio::sync::oneshot::Sender<Result<Committed, String>>;
+/// Why a submission was not answered with its result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// In a cluster: no leader is known (an election, or this node is cut
+    /// off from a majority). Nothing was ordered; retry with the same id.
+    #[error("no leader is known (an election is under way or this node is cut off from a majority); retry with the same id")]
+    NoLeader,
+    /// In a cluster: ordered or not, the transaction has not been applied
+    /// here within the wait. Retrying with the same id is safe: an applied
+    /// id is answered with its original result.
+    #[error("not applied within {0} s; retry with the same id (it is never applied twice)")]
+    NotCommitted(u64),
+    /// The node cannot apply blocks (a storage failure or a divergence).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl NodeError {
+    /// The stable code clients see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::NoLeader => "NODE:NO_LEADER",
+            NodeError::NotCommitted(_) => "NODE:NOT_COMMITTED",
+            NodeError::Failed(_) => "NODE:FAILED",
+        }
+    }
+}
+
+pub type Reply = tokio::sync::oneshot::Sender<Result<Committed, NodeError>>;
 
 /// A read run on the engine thread between batches.
 pub type Query = Box<dyn FnOnce(&mut Engine) + Send>;
 
-struct Submission {
-    tx: Transaction,
-    reply: Option<Reply>,
+pub(crate) struct Submission {
+    pub tx: Transaction,
+    pub reply: Option<Reply>,
 }
 
-enum Work {
+pub(crate) enum Work {
     Tx(Submission),
     Read(Query),
 }
@@ -209,8 +317,10 @@ pub struct Stopped;
 /// Submits transactions and reads to the node's sequencer.
 #[derive(Clone)]
 pub struct Submitter {
-    sender: SyncSender<Work>,
+    sender: Sender<Work>,
     durable: Arc<Progress>,
+    /// In a cluster: how to learn the index a linearizable read waits for.
+    barrier: Option<crate::cluster::runtime::ReadBarrier>,
 }
 
 impl Submitter {
@@ -242,6 +352,43 @@ impl Submitter {
         Ok(value)
     }
 
+    /// Submits `tx` and waits for its result, from a thread outside the
+    /// async runtime; while a cluster has no leader (an election at start)
+    /// it submits again, with the same id, for up to `patience`.
+    pub fn submit_and_wait(
+        &self,
+        tx: Transaction,
+        patience: Duration,
+    ) -> anyhow::Result<Committed> {
+        let give_up = Instant::now() + patience;
+        loop {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.submit(tx.clone(), Some(reply))?;
+            match answer.blocking_recv() {
+                Err(_) => anyhow::bail!("the node stopped before applying {}", tx.id),
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e @ (NodeError::NoLeader | NodeError::NotCommitted(_))))
+                    if Instant::now() < give_up =>
+                {
+                    tracing::info!(id = %tx.id, reason = %e, "waiting for the cluster");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => anyhow::bail!("{}: {e}", tx.id),
+            }
+        }
+    }
+
+    /// Waits until this node has applied everything the cluster had
+    /// committed when the call began (Raft's read index): a read after it
+    /// sees every write acknowledged before it, on any node. Immediate on
+    /// the embedded node, which orders everything itself.
+    pub async fn linearize(&self) -> Result<(), NodeError> {
+        match &self.barrier {
+            None => Ok(()),
+            Some(b) => b.wait().await,
+        }
+    }
+
     /// Waits until block `height` is durable.
     pub async fn wait_durable(&self, height: u64) -> Result<(), Stopped> {
         if self.durable.done() >= height {
@@ -254,6 +401,10 @@ impl Submitter {
             .map_err(|_| Stopped)
     }
 }
+
+/// How long start-up transactions (`--demo`, `--init-org`) wait for a
+/// cluster to elect its first leader.
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Bound on transactions waiting to be ordered.
 const QUEUE_LEN_MAX: usize = 100_000;
@@ -300,36 +451,55 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(api::ops::LedgerMetrics),
         events.clone(),
     ];
-    let status = Arc::new(RwLock::new(Status {
-        members: vec![Member {
-            id: 1,
-            address: args.listen.to_string(),
-            role: "leader".into(),
-            term: 0,
-            lag: 0,
-        }],
-        ..Status::default()
-    }));
-    let (sender, receiver) = sync_channel(QUEUE_LEN_MAX);
+    let status = Arc::new(RwLock::new(Status::default()));
+    publish(&engine, &status);
+    let (sender, receiver) = bounded(QUEUE_LEN_MAX);
+    let durable = engine.durability();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let (runner, barrier, cluster) = match args.cluster.node_id {
+        Some(id) => {
+            let running = start_cluster(&args, id, scheme, engine, receiver, &status, observers)?;
+            let (barrier, cluster) = (running.barrier.clone(), running.cluster.clone());
+            (Runner::Cluster(running), Some(barrier), Some(cluster))
+        }
+        None => {
+            if let Ok(mut s) = status.write() {
+                s.ready = true;
+                s.members = vec![Member {
+                    id: 1,
+                    address: format!("{scheme}://{}", args.listen),
+                    role: "leader".into(),
+                    term: 0,
+                    lag: 0,
+                    height: engine.height(),
+                    applied_index: engine.height(),
+                    last_seen_ms: Some(0),
+                }];
+            }
+            let window = Duration::from_millis(args.batch_window_ms);
+            let batch_len_max = args.batch_len_max;
+            let seq_status = status.clone();
+            let sequencer =
+                std::thread::Builder::new()
+                    .name("sequencer".into())
+                    .spawn(move || {
+                        sequence(
+                            engine,
+                            &receiver,
+                            window,
+                            batch_len_max,
+                            &seq_status,
+                            &observers,
+                        )
+                    })?;
+            (Runner::Embedded(sequencer), None, None)
+        }
+    };
     let submitter = Submitter {
         sender,
-        durable: engine.durability(),
+        durable,
+        barrier,
     };
-    let window = Duration::from_millis(args.batch_window_ms);
-    let batch_len_max = args.batch_len_max;
-    let seq_status = status.clone();
-    let sequencer = std::thread::Builder::new()
-        .name("sequencer".into())
-        .spawn(move || {
-            sequence(
-                engine,
-                &receiver,
-                window,
-                batch_len_max,
-                &seq_status,
-                &observers,
-            )
-        })?;
 
     let bootstrapped = directory.read().map(|d| d.bootstrapped()).unwrap_or(false);
     let stop = Arc::new(AtomicBool::new(false));
@@ -350,7 +520,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             init_consortium(&submitter, org, &args)?;
         }
     }
-    let scheme = if tls.is_some() { "https" } else { "http" };
     {
         let s = status
             .read()
@@ -380,7 +549,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let api = api::Api::new(
+    let mut api = api::Api::new(
         submitter,
         status,
         directory,
@@ -391,16 +560,98 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.data_dir.clone(),
         metrics,
     );
+    api.cluster = cluster;
     let served = api::run(args.listen, tls.as_ref(), api);
     // The HTTP server has stopped (SIGINT or SIGTERM): stop the demo load so
     // that the last Submitter goes away, which closes the queue and lets the
     // sequencer apply what it holds, flush the state and stop.
     stop.store(true, Ordering::Relaxed);
-    if sequencer.join().is_err() {
-        tracing::error!("the sequencer thread panicked");
+    match runner {
+        Runner::Embedded(sequencer) => {
+            if sequencer.join().is_err() {
+                tracing::error!("the sequencer thread panicked");
+            }
+        }
+        Runner::Cluster(running) => running.stop(),
     }
     tracing::info!("stopped");
     served
+}
+
+/// What orders the node's batches.
+enum Runner {
+    Embedded(std::thread::JoinHandle<()>),
+    Cluster(crate::cluster::runtime::Running),
+}
+
+fn start_cluster(
+    args: &ServeArgs,
+    id: u64,
+    scheme: &str,
+    engine: Engine,
+    work: Receiver<Work>,
+    status: &Arc<RwLock<Status>>,
+    observers: Vec<Arc<dyn Observer>>,
+) -> anyhow::Result<crate::cluster::runtime::Running> {
+    use crate::cluster::{runtime, transport};
+    let c = &args.cluster;
+    let required = |p: &Option<PathBuf>, flag: &str| {
+        p.clone()
+            .ok_or_else(|| anyhow::anyhow!("--node-id needs {flag}"))
+    };
+    let tls = transport::TlsMaterial::from_files(
+        &required(&c.cluster_cert, "--cluster-cert")?,
+        &required(&c.cluster_key, "--cluster-key")?,
+        &required(&c.cluster_ca, "--cluster-ca")?,
+    )?;
+    let listen = c
+        .cluster_listen
+        .ok_or_else(|| anyhow::anyhow!("--node-id needs --cluster-listen"))?;
+    let peers: std::collections::BTreeMap<u64, String> = c.peers.iter().cloned().collect();
+    anyhow::ensure!(
+        peers.len() == c.peers.len(),
+        "a node id is given twice in --peer"
+    );
+    anyhow::ensure!(!peers.contains_key(&id), "--peer lists this node ({id})");
+    let mut voters: Vec<u64> = peers.keys().copied().collect();
+    voters.push(id);
+    voters.sort_unstable();
+    let tick = Duration::from_millis(c.raft_tick_ms.max(1));
+    let config = runtime::RuntimeConfig {
+        node_id: id,
+        voters,
+        api_address: c
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", args.listen)),
+        tick,
+        election_ticks: c.election_ticks,
+        heartbeat_ticks: c.heartbeat_ticks,
+        batch_window: Duration::from_millis(args.batch_window_ms),
+        batch_len_max: args.batch_len_max,
+        max_size_per_msg: 4 << 20,
+        max_inflight_msgs: 64,
+        no_leader_wait: Duration::from_secs(c.no_leader_wait_s),
+        resend_after: Duration::from_secs(c.resend_after_s.max(1)),
+        commit_timeout: Duration::from_secs(c.commit_timeout_s.max(1)),
+        read_timeout: tick * (4 * c.election_ticks as u32).max(10),
+    };
+    let transport = transport::TransportConfig {
+        node_id: id,
+        listen,
+        peers,
+        tls,
+        limits: transport::TransportLimits::default(),
+    };
+    runtime::start(
+        config,
+        transport,
+        &args.data_dir,
+        engine,
+        work,
+        status.clone(),
+        observers,
+    )
 }
 
 /// Founds the consortium with this node's organization and first admin
@@ -427,12 +678,7 @@ fn init_consortium(submitter: &Submitter, org: &str, args: &ServeArgs) -> anyhow
             "password_hash": hash,
         }),
     )?;
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    submitter.submit(tx, Some(reply))?;
-    let c = answer
-        .blocking_recv()
-        .map_err(|_| anyhow::anyhow!("the node stopped"))?
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let c = submitter.submit_and_wait(tx, STARTUP_PATIENCE)?;
     anyhow::ensure!(
         c.outcome.status == ledger::TxStatus::Committed,
         "founding the consortium failed: {:?} {}",
@@ -454,7 +700,6 @@ fn sequence(
     status: &RwLock<Status>,
     observers: &[Arc<dyn Observer>],
 ) {
-    publish(&engine, status);
     // Blocks waiting for durability; bounded by the engine's own pipeline.
     let (responder, blocks) = sync_channel::<(Arc<AppliedBlock>, Replies)>(8);
     let durable = engine.durability();
@@ -479,7 +724,7 @@ fn order(
     window: Duration,
     batch_len_max: usize,
     status: &RwLock<Status>,
-    responder: &SyncSender<(Arc<AppliedBlock>, Replies)>,
+    responder: &std::sync::mpsc::SyncSender<(Arc<AppliedBlock>, Replies)>,
 ) {
     while let Ok(first) = queue.recv() {
         let first = match first {
@@ -505,25 +750,22 @@ fn order(
         let (retries, fresh): (Vec<_>, Vec<_>) =
             pending.into_iter().partition(|s| engine.knows(&s.tx.id));
         for s in retries {
-            let answer = engine
-                .receipt(&s.tx.id)
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.ok_or_else(|| "receipt not found".to_string()))
-                .map(|r| Committed {
-                    outcome: r.outcome.clone(),
-                    height: r.height,
-                    index: r.index,
-                    block_hash: r.block_hash,
-                    proof: Proof::Stored(Box::new(r)),
-                });
-            if let Some(reply) = s.reply {
-                let _ = reply.send(answer);
-            }
+            answer_retry(engine, s);
         }
         if fresh.is_empty() {
             continue;
         }
-        let (txs, replies): (Vec<_>, Vec<_>) = fresh.into_iter().map(|s| (s.tx, s.reply)).unzip();
+        let mut replies = Vec::new();
+        let txs: Vec<Transaction> = fresh
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if let Some(r) = s.reply {
+                    replies.push((i as u32, r));
+                }
+                s.tx
+            })
+            .collect();
         let batch = OrderedBatch {
             txs,
             timestamp: Timestamp(now_ms()),
@@ -547,8 +789,8 @@ fn order(
             }
             Err(e) => {
                 tracing::error!(code = e.code(), error = %e, "cannot apply batch; the node stops ordering");
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(e.to_string()));
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(NodeError::Failed(e.to_string())));
                 }
                 if let Ok(mut s) = status.write() {
                     s.ready = false;
@@ -562,11 +804,31 @@ fn order(
     }
 }
 
-type Replies = Vec<Option<Reply>>;
+/// Answers a retry of an applied id with its stored receipt.
+pub(crate) fn answer_retry(engine: &mut Engine, s: Submission) {
+    let Some(reply) = s.reply else {
+        return;
+    };
+    let answer = engine
+        .receipt(&s.tx.id)
+        .map_err(|e| NodeError::Failed(e.to_string()))
+        .and_then(|r| r.ok_or_else(|| NodeError::Failed("receipt not found".to_string())))
+        .map(|r| Committed {
+            outcome: r.outcome.clone(),
+            height: r.height,
+            index: r.index,
+            block_hash: r.block_hash,
+            proof: Proof::Stored(Box::new(r)),
+        });
+    let _ = reply.send(answer);
+}
+
+/// The clients waiting on a block: (transaction index, where to answer).
+pub(crate) type Replies = Vec<(u32, Reply)>;
 
 /// Answers a block's clients once it is durable, and publishes the status.
-fn respond(
-    blocks: &Receiver<(Arc<AppliedBlock>, Replies)>,
+pub(crate) fn respond(
+    blocks: &std::sync::mpsc::Receiver<(Arc<AppliedBlock>, Replies)>,
     durable: &Progress,
     status: &RwLock<Status>,
     observers: &[Arc<dyn Observer>],
@@ -574,8 +836,8 @@ fn respond(
     while let Ok((block, replies)) = blocks.recv() {
         let height = block.header.height;
         if let Err(e) = durable.wait_for(height) {
-            for reply in replies.into_iter().flatten() {
-                let _ = reply.send(Err(e.to_string()));
+            for (_, reply) in replies {
+                let _ = reply.send(Err(NodeError::Failed(e.to_string())));
             }
             if let Ok(mut s) = status.write() {
                 s.ready = false;
@@ -585,19 +847,23 @@ fn respond(
         for o in observers {
             o.durable(&block);
         }
-        let mut committed = 0;
-        for (i, (outcome, reply)) in block.outcomes.iter().zip(replies).enumerate() {
-            committed += u64::from(outcome.status == ledger::TxStatus::Committed);
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(Committed {
-                    outcome: outcome.clone(),
-                    height,
-                    index: i as u32,
-                    block_hash: block.hash,
-                    proof: Proof::Block(block.clone()),
-                }));
-            }
+        for (i, reply) in replies {
+            let Some(outcome) = block.outcomes.get(i as usize) else {
+                continue;
+            };
+            let _ = reply.send(Ok(Committed {
+                outcome: outcome.clone(),
+                height,
+                index: i,
+                block_hash: block.hash,
+                proof: Proof::Block(block.clone()),
+            }));
         }
+        let committed = block
+            .outcomes
+            .iter()
+            .filter(|o| o.status == ledger::TxStatus::Committed)
+            .count() as u64;
         if let Ok(mut s) = status.write() {
             s.height = height;
             s.tip_hash = Some(block.hash);
@@ -610,7 +876,6 @@ fn respond(
 
 fn publish(engine: &Engine, status: &RwLock<Status>) {
     if let Ok(mut s) = status.write() {
-        s.ready = true;
         s.height = engine.height();
         s.tip_hash = engine.tip().map(|(_, h)| *h);
         s.state_root = engine.tip().map(|(h, _)| h.state_root);

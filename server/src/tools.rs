@@ -167,3 +167,69 @@ pub fn sign(args: &crate::cli::SignArgs) -> anyhow::Result<ExitCode> {
     println!("{body}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `parledger cluster status`: one line per node asked, then the members
+/// as the first node that answered sees them.
+pub fn cluster_status(args: &crate::cli::StatusArgs) -> anyhow::Result<ExitCode> {
+    use crate::cluster::runtime::ClusterStatus;
+    let mut answers = Vec::new();
+    let mut failed = false;
+    for addr in &args.addrs {
+        let got = crate::bench_http::Conn::open(*addr).and_then(|mut c| {
+            let (status, body) = c.request("GET", "/v1/cluster/status", None, None)?;
+            anyhow::ensure!(status == 200, "HTTP {status}");
+            Ok(serde_json::from_slice::<ClusterStatus>(&body)?)
+        });
+        match got {
+            Ok(s) => answers.push((*addr, Some(s))),
+            Err(e) => {
+                eprintln!("{addr}: {e:#}");
+                failed = true;
+                answers.push((*addr, None));
+            }
+        }
+    }
+    if args.json {
+        let all: Vec<_> = answers
+            .iter()
+            .map(|(a, s)| serde_json::json!({"addr": a.to_string(), "status": s}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        println!(
+            "{:<22} {:>4} {:<13} {:>5} {:>6} {:>8} {:>8} {:>8}  ready",
+            "node", "id", "role", "term", "leader", "commit", "applied", "height"
+        );
+        for (addr, s) in &answers {
+            match s {
+                Some(s) => println!(
+                    "{:<22} {:>4} {:<13} {:>5} {:>6} {:>8} {:>8} {:>8}  {}",
+                    addr.to_string(),
+                    s.node_id,
+                    s.role,
+                    s.term,
+                    s.leader.map_or_else(|| "-".to_string(), |l| l.to_string()),
+                    s.commit_index,
+                    s.applied_index,
+                    s.height,
+                    if s.caught_up { "yes" } else { "no" }
+                ),
+                None => println!("{:<22} unreachable", addr.to_string()),
+            }
+        }
+        if let Some((addr, Some(s))) = answers.iter().find(|(_, s)| s.is_some()) {
+            println!("\nmembers as {addr} sees them:");
+            for m in &s.members {
+                println!(
+                    "  node {:>3}  {:<13} term {:>4}  height {:>8}  lag {:>6}  {}",
+                    m.id, m.role, m.term, m.height, m.lag, m.address
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -12,11 +12,13 @@
 //! | `events` | `/v1/events`: Server-Sent Events |
 //! | `admin` | `/v1/orgs*`, `/v1/consortium/settings` |
 //! | `ops` | `/livez`, `/readyz`, `/v1/status`, `/metrics` |
+//! | `cluster` | `/v1/cluster/status`; `?consistency=linearizable` on reads |
 //! | `ui` | `/`, `/assets/*`: the web UI (`web/dist`) |
 
 pub mod admin;
 pub mod auth;
 pub mod chain;
+pub mod cluster;
 pub mod directory;
 pub mod domain_routes;
 pub mod events;
@@ -74,6 +76,8 @@ pub struct Api {
     /// Becomes true when the server begins to stop: long-lived responses
     /// (event streams) end so that the graceful stop does not wait on them.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The Raft cluster this node belongs to (`None`: the embedded node).
+    pub cluster: Option<crate::cluster::runtime::Cluster>,
 }
 
 impl std::fmt::Debug for Api {
@@ -110,6 +114,7 @@ impl Api {
             readers: Mutex::new(Vec::new()),
             metrics,
             stopping: tokio::sync::watch::channel(false).0,
+            cluster: None,
         }
     }
 
@@ -147,7 +152,7 @@ pub async fn read_chain<T: Send + 'static>(
     }
 }
 
-type Answer = tokio::sync::oneshot::Receiver<Result<Committed, String>>;
+type Answer = tokio::sync::oneshot::Receiver<Result<Committed, crate::node::NodeError>>;
 
 /// Queues transactions for ordering (off the async threads: the queue
 /// blocks when full) and returns where each one's answer will arrive.
@@ -192,7 +197,7 @@ pub async fn submit_system(
     let c = answer
         .await
         .map_err(|_| ApiError::unavailable("the node stopped before answering"))?
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     match (c.outcome.status, &c.outcome.code) {
         (ledger::TxStatus::Committed, _) => {
             Ok(serde_json::from_slice(&c.outcome.output).unwrap_or(serde_json::Value::Null))
@@ -276,6 +281,7 @@ impl utoipa::Modify for Security {
 /// Every route of the API.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.configure(ops::routes)
+        .configure(cluster::routes)
         .configure(session::routes)
         .configure(tx::routes)
         .configure(domain_routes::routes)
@@ -408,6 +414,7 @@ pub fn app(
         )
         .configure(ui::routes)
         .default_service(web::to(fallback))
+        .wrap(actix_web::middleware::from_fn(cluster::consistency))
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
 

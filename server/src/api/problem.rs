@@ -227,3 +227,20 @@ pub enum ReadResponses {
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
 }
+
+impl From<crate::node::NodeError> for ApiError {
+    /// A cluster that cannot order right now is a 503 the client retries
+    /// (with the same id: nothing is applied twice); a node that cannot
+    /// apply is a 500.
+    fn from(e: crate::node::NodeError) -> Self {
+        use crate::node::NodeError;
+        match &e {
+            NodeError::NoLeader | NodeError::NotCommitted(_) => {
+                let mut a = ApiError::unavailable(e.to_string());
+                a.code = e.code().into();
+                a
+            }
+            NodeError::Failed(m) => ApiError::internal(m),
+        }
+    }
+}

@@ -383,7 +383,7 @@ pub async fn respond_one(
     match tokio::time::timeout(timeout, rx).await {
         Err(_) => Ok(accepted(&id)),
         Ok(Err(_)) => Err(ApiError::unavailable("the node stopped before answering")),
-        Ok(Ok(Err(e))) => Err(ApiError::internal(e)),
+        Ok(Ok(Err(e))) => Err(ApiError::from(e)),
         Ok(Ok(Ok(c))) => Ok(HttpResponse::Ok().json(TxResult::committed(&id, &c, c.receipt()))),
     }
 }
@@ -530,7 +530,7 @@ pub async fn batch(
                     };
                     TxResult::committed(id, &c, receipt)
                 }
-                Ok(Ok(Err(e))) => return Err(ApiError::internal(e)),
+                Ok(Ok(Err(e))) => return Err(ApiError::from(e)),
                 Ok(Err(_)) => {
                     return Err(ApiError::unavailable("the node stopped before answering"))
                 }
