@@ -5,6 +5,8 @@
 //!   through its `Storage` trait.
 //! - [`entry::Proposal`]: what one entry carries (a batch, its timestamp and
 //!   the leader's applied block), and its binary encoding.
+//! - [`groups::GroupMap`]: which Raft group orders which partition (one
+//!   group today; the map is asked on every submission).
 //! - [`replica::Replica`]: raft-rs's `RawNode` over that log, driven from
 //!   outside: ticks, messages and proposals in; messages to send and
 //!   committed proposals to apply out, by raft-rs's Ready contract.
@@ -15,10 +17,12 @@
 //! ticks the replica).
 
 pub mod entry;
+pub mod groups;
 pub mod log;
 pub mod replica;
 
 pub use entry::Proposal;
+pub use groups::{GroupId, GroupMap, Route};
 pub use log::{RaftLog, RAFT_FILE};
 pub use raft::eraftpb::Message;
 pub use raft::StateRole;

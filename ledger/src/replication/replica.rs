@@ -145,6 +145,9 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, LedgerError> {
 pub struct Replica {
     id: u64,
     node: RawNode<RaftLog>,
+    /// A commit index raft-rs advanced in a light ready, written with the
+    /// next Ready's writes rather than with an fsync of its own.
+    unsaved_commit: Option<u64>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -180,12 +183,12 @@ impl Replica {
     /// `voters` as the configuration (every founding node must be given the
     /// same); an existing one resumes with the configuration it stores.
     ///
-    /// `config.applied` must not exceed the log's durable commit index:
-    /// raft-rs would panic on it, and it means the chain holds an entry the
-    /// log does not (`raft.db` lost or replaced), which only an operator can
-    /// sort out ([`LedgerError::RaftAppliedAhead`]). [`Self::ready`] keeps
-    /// it true by persisting each new commit index before it hands out the
-    /// entries it commits.
+    /// `config.applied` (the chain's tip) may be ahead of the stored commit
+    /// index, which is written lazily: everything applied was committed, so
+    /// the commit index is raised to it. It must not exceed the log's last
+    /// index: that means the chain holds an entry the log does not
+    /// (`raft.db` lost or replaced), which only an operator can sort out
+    /// ([`LedgerError::RaftAppliedAhead`]).
     pub fn open_with_logger(
         dir: &Path,
         id: u64,
@@ -199,10 +202,21 @@ impl Replica {
         }
         let commit = log.hard_state().commit;
         if config.applied > commit {
-            return Err(LedgerError::RaftAppliedAhead {
-                applied: config.applied,
-                commit,
-            });
+            // The commit index is persisted lazily (with the next Ready's
+            // writes), so the chain may have applied entries the stored
+            // commit index does not cover yet. Everything applied was
+            // committed, so the commit index may be raised to it, provided
+            // the log holds those entries (raft-rs would panic otherwise).
+            let last = raft::Storage::last_index(&log).map_err(raft_error)?;
+            if config.applied > last {
+                return Err(LedgerError::RaftAppliedAhead {
+                    applied: config.applied,
+                    commit,
+                });
+            }
+            let mut hs = log.hard_state().clone();
+            hs.commit = config.applied;
+            log.persist(&[], Some(&hs))?;
         }
         let raft_config = Config {
             id,
@@ -224,7 +238,11 @@ impl Replica {
         };
         raft_config.validate().map_err(raft_error)?;
         let node = RawNode::new(&raft_config, log, logger).map_err(raft_error)?;
-        Ok(Replica { id, node })
+        Ok(Replica {
+            id,
+            node,
+            unsaved_commit: None,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -339,6 +357,21 @@ impl Replica {
     /// error (a failed fsync above all) the in-memory Raft state and the
     /// disk may disagree: drop this replica and open it again.
     pub fn ready(&mut self) -> Result<Output, LedgerError> {
+        let mut early = Vec::new();
+        let mut out = self.ready_with(&mut |m| early.extend(m))?;
+        early.append(&mut out.messages);
+        out.messages = early;
+        Ok(out)
+    }
+
+    /// [`Self::ready`], handing `early` the messages that do not depend on
+    /// this Ready's writes (a leader's appends and heartbeats) *before* it
+    /// persists them, as raft-rs allows: the leader's fsync then overlaps
+    /// its followers'. The rest leave in [`Output::messages`].
+    pub fn ready_with(
+        &mut self,
+        early: &mut dyn FnMut(Vec<Message>),
+    ) -> Result<Output, LedgerError> {
         let mut out = Output {
             messages: Vec::new(),
             committed: Vec::new(),
@@ -352,7 +385,7 @@ impl Replica {
             if !self.node.has_ready() {
                 break;
             }
-            self.handle_ready(&mut out)?;
+            self.handle_ready(&mut out, early)?;
         }
         out.leader = self.leader();
         out.term = self.term();
@@ -360,13 +393,18 @@ impl Replica {
         Ok(out)
     }
 
-    fn handle_ready(&mut self, out: &mut Output) -> Result<(), LedgerError> {
+    fn handle_ready(
+        &mut self,
+        out: &mut Output,
+        early: &mut dyn FnMut(Vec<Message>),
+    ) -> Result<(), LedgerError> {
         let mut ready = self.node.ready();
         // Messages that do not depend on this Ready's writes (a leader's
-        // appends and heartbeats): raft-rs allows sending them before the
-        // persist, so the leader's fsync overlaps its followers'. Here they
-        // leave when `ready` returns, after it, which is also correct.
-        out.messages.extend(ready.take_messages());
+        // appends and heartbeats) leave before the persist.
+        let messages = ready.take_messages();
+        if !messages.is_empty() {
+            early(messages);
+        }
         out.read_states
             .extend(ready.take_read_states().into_iter().map(|r| ReadIndex {
                 context: r.request_ctx,
@@ -382,16 +420,26 @@ impl Replica {
         }
 
         // (d) The Ready's committed entries were persisted by earlier Readies
-        // (raft-rs hands out only durable entries), and their commit index
-        // was persisted by the `advance` that made them committed (below),
-        // so they may be applied before this Ready's own writes.
+        // (raft-rs hands out only durable entries), so they may be applied
+        // before this Ready's own writes.
         let committed = ready.take_committed_entries();
         self.collect(committed, out)?;
 
         // (b) The new entries and hard state (term, vote, commit), in one
         // transaction, one fsync: a vote or an acknowledgement must never
-        // leave before what it promises is on disk.
-        self.node.mut_store().persist(ready.entries(), ready.hs())?;
+        // leave before what it promises is on disk. A commit index advanced
+        // since the last write rides along.
+        let mut hs = ready.hs().cloned();
+        if let Some(commit) = self.unsaved_commit {
+            if !ready.entries().is_empty() || hs.is_some() {
+                let h = hs.get_or_insert_with(|| self.node.store().hard_state().clone());
+                h.commit = h.commit.max(commit);
+                self.unsaved_commit = None;
+            }
+        }
+        self.node
+            .mut_store()
+            .persist(ready.entries(), hs.as_ref())?;
 
         // (c) Votes and append responses promise what was just persisted:
         // sendable only now.
@@ -402,13 +450,11 @@ impl Replica {
         // quorum, so entries may commit here.
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
-            // raft-rs says the commit index need not be durable, but the
-            // entries it commits are about to be applied, and a restart
-            // resumes at the chain's tip (`Config::applied`), which must
-            // never be above the durable commit index (raft-rs panics).
-            let mut hs = self.node.store().hard_state().clone();
-            hs.commit = commit;
-            self.node.mut_store().persist(&[], Some(&hs))?;
+            // raft-rs does not need the commit index durable, and a restart
+            // that finds the chain ahead of the stored one raises it (see
+            // `open_with_logger`): no fsync of its own, it rides with the
+            // next write.
+            self.unsaved_commit = Some(commit);
         }
         out.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
@@ -521,15 +567,24 @@ mod tests {
         assert_eq!(r.commit_index(), 3);
         drop(r);
 
-        // Resumed with only index 2 applied: index 3 comes back.
+        // Resumed with only index 2 applied: index 3 comes back once the
+        // node leads again (the commit index it stored may be older: it is
+        // written with the next Ready, not on its own).
         let mut r = Replica::open(dir.path(), 1, &[1], config(2)).unwrap();
+        r.campaign().unwrap();
         let out = r.ready().unwrap();
-        assert_eq!(out.committed.len(), 1);
-        assert_eq!(out.committed[0].index, 3);
+        let got: Vec<u64> = out.committed.iter().map(|c| c.index).collect();
+        assert_eq!(got, vec![3], "index 4 is the new term's empty entry");
         drop(r);
 
-        // A chain ahead of the log's commit index is refused, not a panic.
-        let err = Replica::open(dir.path(), 1, &[1], config(4)).unwrap_err();
+        // A chain at an index the log has: the stored commit index is
+        // raised to it (everything applied was committed).
+        let r = Replica::open(dir.path(), 1, &[1], config(4)).unwrap();
+        assert_eq!(r.commit_index(), 4);
+        drop(r);
+
+        // A chain ahead of the log itself is refused, not a panic.
+        let err = Replica::open(dir.path(), 1, &[1], config(9)).unwrap_err();
         assert_eq!(err.code(), "LEDGER:RAFT_APPLIED_AHEAD");
     }
 }
