@@ -439,6 +439,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         config.threads = t;
     }
+    if args.cluster.node_id.is_some() {
+        // In a cluster the Raft log (fsynced, on a majority) is what makes
+        // a block durable: a chain that loses its last blocks to a power
+        // cut replays them from the log at start (the Replica hands out
+        // every committed entry above the chain's tip again). So the chain
+        // syncs at checkpoints only, and a block costs one fsync, not two.
+        config.chain_sync = ledger::storage::Sync::Normal;
+    }
     let engine = Engine::open(&config, domains::registry())
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let fresh = engine.height() == 0;

@@ -42,9 +42,10 @@ use crossbeam_channel::{never, select, unbounded, Receiver, Sender};
 use ledger::block::OrderedBatch;
 use ledger::engine::{AppliedBlock, Engine};
 use ledger::replication::{
-    decode_message, encode_message, Committed as Entry, Proposal, Replica, ReplicaConfig, StateRole,
+    decode_message, encode_message, Committed as Entry, GroupId, GroupMap, Message, Proposal,
+    Replica, ReplicaConfig, Route, StateRole,
 };
-use ledger::{Timestamp, Transaction, TxId};
+use ledger::{PartitionId, Timestamp, Transaction, TxId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -492,7 +493,9 @@ impl RaftLoop {
                 break;
             }
             while self.replica.has_ready() {
-                let out = match self.replica.ready() {
+                let net = &self.net;
+                let mut early = |messages: Vec<Message>| send_all(net, messages);
+                let out = match self.replica.ready_with(&mut early) {
                     Ok(out) => out,
                     Err(e) => {
                         // The log and raft-rs's memory may disagree now:
@@ -503,17 +506,7 @@ impl RaftLoop {
                         return;
                     }
                 };
-                for m in out.messages {
-                    let to = m.to;
-                    match encode_message(&m) {
-                        Ok(body) => {
-                            if let Err(e) = self.net.send(to, frame(KIND_RAFT, &body)) {
-                                tracing::debug!(peer = to, error = %e, "raft message not queued");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
-                    }
-                }
+                send_all(&self.net, out.messages);
                 if let Some((index, term)) = out.snapshot {
                     // Logs are not compacted yet, so no leader sends one.
                     tracing::error!(
@@ -650,6 +643,21 @@ impl RaftLoop {
     }
 }
 
+/// Sends Raft messages to their peers (any may be lost: Raft retries).
+fn send_all(net: &Transport, messages: Vec<Message>) {
+    for m in messages {
+        let to = m.to;
+        match encode_message(&m) {
+            Ok(body) => {
+                if let Err(e) = net.send(to, frame(KIND_RAFT, &body)) {
+                    tracing::debug!(peer = to, error = %e, "raft message not queued");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
+        }
+    }
+}
+
 /// Sends transactions to the leader.
 fn forward(net: &Transport, leader: NodeId, txs: Vec<Transaction>) {
     let body = Proposal {
@@ -681,11 +689,18 @@ struct EngineLoop<'a> {
     status: &'a RwLock<Status>,
     responder: &'a std::sync::mpsc::SyncSender<(Arc<AppliedBlock>, Replies)>,
     pending: HashMap<TxId, Pending>,
-    /// Transactions collected for the next batch, and whether each came
-    /// from a follower (those are proposed here or dropped, never
-    /// forwarded on: their node sends them again).
-    batch: Vec<(Submission, bool)>,
+    /// Submissions collected for the next batch. The batch leaves when it
+    /// is full, when its window closes, or at once when nothing this node
+    /// sent is still on its way (group commit: batches form while the
+    /// previous one is being committed, and a lone request waits for
+    /// nothing).
+    batch: Vec<Submission>,
+    /// Pending submissions sent and not yet applied.
+    in_flight: usize,
     deadline: Option<Instant>,
+    /// Which group orders which partition, and this node's group.
+    groups: GroupMap,
+    group: GroupId,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -714,7 +729,10 @@ fn run_engine(
             responder: &responder,
             pending: HashMap::new(),
             batch: Vec::new(),
+            in_flight: 0,
             deadline: None,
+            groups: GroupMap::single(),
+            group: 0,
         };
         l.run(work, from_raft);
         if let Err(e) = l.engine.flush() {
@@ -741,16 +759,23 @@ impl EngineLoop<'_> {
                             return;
                         }
                     }
+                    // A follower batched these already: proposed at once
+                    // (dropped when this node no longer leads: their node
+                    // sends them again).
                     Ok(FromRaft::Forwarded(txs)) => {
-                        for tx in txs {
-                            self.push(Submission { tx, reply: None }, true);
+                        let fresh: Vec<Transaction> = txs
+                            .into_iter()
+                            .filter(|t| !self.engine.knows(&t.id))
+                            .collect();
+                        if !fresh.is_empty() {
+                            self.send(Vec::new(), fresh, Instant::now());
                         }
                     }
                     // The raft thread stopped (asked to, or on a log failure).
                     Err(_) => return,
                 },
                 recv(work_rx) -> w => match w {
-                    Ok(Work::Tx(s)) => self.push(s, false),
+                    Ok(Work::Tx(s)) => self.push(s),
                     Ok(Work::Read(query)) => query(&mut self.engine),
                     Err(_) => {
                         // The API has stopped: stop ordering, let the raft
@@ -758,6 +783,7 @@ impl EngineLoop<'_> {
                         work_open = false;
                         self.batch.clear();
                         self.pending.clear();
+                        self.in_flight = 0;
                         self.stop_raft();
                     }
                 },
@@ -766,6 +792,7 @@ impl EngineLoop<'_> {
             let now = Instant::now();
             if self.batch.len() >= self.config.batch_len_max
                 || self.deadline.is_some_and(|d| now >= d)
+                || (!self.batch.is_empty() && self.in_flight == 0)
             {
                 self.flush();
             }
@@ -780,11 +807,20 @@ impl EngineLoop<'_> {
         let _ = self.events.send(RaftEvent::Stop);
     }
 
-    fn push(&mut self, s: Submission, forwarded: bool) {
+    fn push(&mut self, s: Submission) {
         if self.batch.is_empty() {
             self.deadline = Some(Instant::now() + self.config.batch_window);
         }
-        self.batch.push((s, forwarded));
+        self.batch.push(s);
+    }
+
+    /// Takes a submission out of the pending table.
+    fn take_pending(&mut self, id: &TxId) -> Option<Pending> {
+        let p = self.pending.remove(id)?;
+        if p.sent.is_some() {
+            self.in_flight -= 1;
+        }
+        Some(p)
     }
 
     /// Registers the batch's own submissions as pending and sends it.
@@ -792,15 +828,28 @@ impl EngineLoop<'_> {
         self.deadline = None;
         let now = Instant::now();
         let mut local = Vec::new();
-        let mut forwarded = Vec::new();
-        for (s, from_peer) in std::mem::take(&mut self.batch) {
+        for s in std::mem::take(&mut self.batch) {
             if self.engine.knows(&s.tx.id) {
                 answer_retry(&mut self.engine, s);
                 continue;
             }
-            if from_peer {
-                forwarded.push(s.tx);
-                continue;
+            let home = PartitionId {
+                org: s.tx.org.clone(),
+                domain: s.tx.domain.clone(),
+            };
+            match self.groups.route(std::iter::once(&home)) {
+                Route::Single(g) if g == self.group => {}
+                other => {
+                    // Unreachable with one group; with several, another
+                    // group's node (or a cross-group commit) takes it.
+                    if let Some(r) = s.reply {
+                        let _ = r.send(Err(NodeError::Failed(format!(
+                            "partition {}/{} is not ordered by this node's group ({other:?})",
+                            home.org, home.domain
+                        ))));
+                    }
+                    continue;
+                }
             }
             if let Some(p) = self.pending.get_mut(&s.tx.id) {
                 // Already on its way: this caller waits for the same block.
@@ -818,7 +867,7 @@ impl EngineLoop<'_> {
             );
             local.push(s.tx);
         }
-        self.send(local, forwarded, now);
+        self.send(local, Vec::new(), now);
     }
 
     /// Proposes (as leader) or forwards (to the leader) the node's own
@@ -862,7 +911,9 @@ impl EngineLoop<'_> {
         }
         for id in sent {
             if let Some(p) = self.pending.get_mut(&id) {
-                p.sent = Some(now);
+                if p.sent.replace(now).is_none() {
+                    self.in_flight += 1;
+                }
             }
         }
     }
@@ -897,7 +948,7 @@ impl EngineLoop<'_> {
             }
         }
         for (id, why) in expired {
-            if let Some(p) = self.pending.remove(&id) {
+            if let Some(p) = self.take_pending(&id) {
                 for r in p.replies {
                     let _ = r.send(Err(why.clone()));
                 }
@@ -918,7 +969,7 @@ impl EngineLoop<'_> {
                 Ok(block) => {
                     let mut replies = Vec::new();
                     for (i, tx) in block.txs.iter().enumerate() {
-                        if let Some(p) = self.pending.remove(&tx.id) {
+                        if let Some(p) = self.take_pending(&tx.id) {
                             replies.extend(p.replies.into_iter().map(|r| (i as u32, r)));
                         }
                     }
