@@ -22,8 +22,15 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// A running node (`127.0.0.1:8080`); by default the bench starts one.
+    /// Repeatable (the nodes of one cluster): connection `i` goes to the
+    /// `i mod n`-th.
     #[arg(long)]
-    pub addr: Option<SocketAddr>,
+    pub addr: Vec<SocketAddr>,
+    /// Without --addr: start a Raft cluster of this many nodes on loopback
+    /// (durable, mutual TLS) instead of one embedded node, and spread the
+    /// connections over its nodes.
+    #[arg(long, default_value_t = 0)]
+    pub cluster: u64,
     /// Sign in as this user (`name@org`); it must be an admin (the bench
     /// opens its own accounts) and member.
     #[arg(long, default_value = "admin@acme-bank")]
@@ -129,45 +136,93 @@ impl Conn {
     }
 }
 
-/// A node the bench started; stopped when dropped.
-struct OwnNode {
-    child: Child,
+/// The nodes the bench started; stopped when dropped.
+struct OwnNodes {
+    children: Vec<Child>,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for OwnNode {
+impl Drop for OwnNodes {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
-fn start_node(args: &HttpArgs) -> anyhow::Result<(SocketAddr, OwnNode)> {
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Starts one embedded node, or a cluster of `args.cluster` nodes (node 1
+/// with the demo consortium), and waits until every node is ready.
+fn start_nodes(args: &HttpArgs) -> anyhow::Result<(Vec<SocketAddr>, OwnNodes)> {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--demo", "--listen", &addr.to_string()])
-        .args(["--batch-window-ms", &args.batch_window_ms.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting a node")?;
-    let node = OwnNode { child, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok((200, _)) =
-            Conn::open(addr).and_then(|mut c| c.request("GET", "/readyz", None, None))
-        {
-            return Ok((addr, node));
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the node did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
+    let n = args.cluster.max(1);
+    let apis: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?;
+    let peers: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?;
+    if args.cluster > 0 {
+        crate::cluster::certs::write_dev_certs(
+            &dir.path().join("ca"),
+            &dir.path().join("certs"),
+            n,
+        )?;
+        crate::api::auth::create_private_key(&dir.path().join("jwt.pem"))?;
     }
+    let mut nodes = OwnNodes {
+        children: Vec::new(),
+        _dir: dir,
+    };
+    let root = nodes._dir.path().to_path_buf();
+    for (i, api) in apis.iter().enumerate() {
+        let id = i as u64 + 1;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["serve", "--listen", &api.to_string()])
+            .args(["--batch-window-ms", &args.batch_window_ms.to_string()])
+            .arg("--data-dir")
+            .arg(root.join(format!("node-{id}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if id == 1 {
+            cmd.arg("--demo");
+        }
+        if args.cluster > 0 {
+            let certs = root.join("certs");
+            cmd.args(["--node-id", &id.to_string()])
+                .args(["--cluster-listen", &peers[i].to_string()])
+                .arg("--cluster-cert")
+                .arg(certs.join(format!("node-{id}.pem")))
+                .arg("--cluster-key")
+                .arg(certs.join(format!("node-{id}-key.pem")))
+                .arg("--cluster-ca")
+                .arg(certs.join("ca.pem"))
+                .arg("--jwt-key")
+                .arg(root.join("jwt.pem"));
+            for (j, p) in peers.iter().enumerate() {
+                if j != i {
+                    cmd.args(["--peer", &format!("{}={p}", j + 1)]);
+                }
+            }
+        }
+        nodes.children.push(cmd.spawn().context("starting a node")?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for addr in &apis {
+        loop {
+            if let Ok((200, _)) =
+                Conn::open(*addr).and_then(|mut c| c.request("GET", "/readyz", None, None))
+            {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {addr} did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok((apis, nodes))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -179,13 +234,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn http(args: HttpArgs) -> anyhow::Result<()> {
-    let (addr, _node) = match args.addr {
-        Some(a) => (a, None),
-        None => {
-            let (a, n) = start_node(&args)?;
-            (a, Some(n))
-        }
+    let (addrs, _nodes) = if args.addr.is_empty() {
+        let (a, n) = start_nodes(&args)?;
+        (a, Some(n))
+    } else {
+        (args.addr.clone(), None)
     };
+    let addr = addrs[0];
     let (user, org) = args.user.split_once('@').context("--user is name@org")?;
     let mut c = Conn::open(addr)?;
     let (status, body) = c.json(
@@ -234,6 +289,7 @@ pub fn http(args: HttpArgs) -> anyhow::Result<()> {
             );
             let token = token.clone();
             let org = org.to_string();
+            let addr = addrs[w % addrs.len()];
             let (batches, batch_len, seed) = (args.batches, args.batch_len, args.seed);
             std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (w as u64) << 32);
@@ -289,10 +345,91 @@ pub fn http(args: HttpArgs) -> anyhow::Result<()> {
         "not_committed": others.load(Ordering::Relaxed),
         "batch_len": args.batch_len,
         "connections": args.connections,
+        "nodes": addrs.len(),
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "committed_tps": (done as f64 / seconds).round(),
         "batch_latency_ms_p50": (percentile(&latencies, 0.5) * 10.0).round() / 10.0,
         "batch_latency_ms_p99": (percentile(&latencies, 0.99) * 10.0).round() / 10.0,
+    });
+    println!("{report}");
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdArgs {
+    /// An etcd member's client address (`127.0.0.1:2379`). Repeatable:
+    /// client `i` talks to the `i mod n`-th.
+    #[arg(long, required = true)]
+    pub endpoint: Vec<SocketAddr>,
+    /// Clients, each with one put outstanding.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Bytes of each value.
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+    /// Distinct keys the puts go to.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// How long the load runs.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// `parledger bench etcd`: see [`EtcdArgs`].
+pub fn etcd(args: &EtcdArgs) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.clients.max(1))
+        .map(|w| {
+            let addr = args.endpoint[w % args.endpoint.len()];
+            let (keys, value_bytes, seed) = (args.keys.max(1), args.value_bytes, args.seed);
+            std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (w as u64) << 32);
+                let mut conn = Conn::open(addr)?;
+                let mut latencies = Vec::new();
+                let mut value = vec![0u8; value_bytes];
+                let b64 = base64::engine::general_purpose::STANDARD;
+                while Instant::now() < until {
+                    rng.fill(&mut value[..]);
+                    let key = format!("bench/{:08}", rng.random_range(0..keys));
+                    let body = serde_json::to_vec(&json!({
+                        "key": b64.encode(key.as_bytes()),
+                        "value": b64.encode(&value),
+                    }))?;
+                    let t = Instant::now();
+                    let (status, bytes) = conn.request("POST", "/v3/kv/put", None, Some(&body))?;
+                    anyhow::ensure!(
+                        status == 200,
+                        "put failed: {status} {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        let l = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a bench client panicked"))??;
+        latencies.extend(l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let report = json!({
+        "puts": latencies.len(),
+        "clients": args.clients,
+        "value_bytes": args.value_bytes,
+        "members": args.endpoint.len(),
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "puts_per_s": (latencies.len() as f64 / seconds).round(),
+        "latency_ms_p50": (percentile(&latencies, 0.5) * 100.0).round() / 100.0,
+        "latency_ms_p99": (percentile(&latencies, 0.99) * 100.0).round() / 100.0,
     });
     println!("{report}");
     Ok(())

@@ -149,6 +149,11 @@ pub enum BenchCommand {
     /// API (batches of transfers to /v1/transactions/batch); starts its own
     /// node unless --addr is given. Prints one JSON object.
     Http(crate::bench_http::HttpArgs),
+    /// Puts per second and put latency of an etcd cluster (through its
+    /// JSON gateway, `/v3/kv/put`), closed loop: each client keeps one put
+    /// outstanding. For comparing Parledger with etcd on one machine
+    /// (`deploy/bench-vs-etcd`). Prints one JSON object.
+    Etcd(crate::bench_http::EtcdArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -160,6 +165,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tools::verify_receipt(&args.file, args.block_hash.as_deref())
         }
         Command::Bench(BenchCommand::Exec(args)) => bench::exec(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(BenchCommand::Etcd(args)) => {
+            crate::bench_http::etcd(&args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Http(args)) => {
             crate::bench_http::http(args).map(|()| ExitCode::SUCCESS)
         }
