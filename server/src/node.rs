@@ -148,7 +148,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 5)]
     pub no_leader_wait_s: u64,
     /// Seconds after which a submission not yet applied is sent to the
-    /// leader again.
+    /// leader again (at once when another leader or term is known).
     #[arg(long, default_value_t = 3)]
     pub resend_after_s: u64,
     /// Seconds a submission waits to be applied before `NODE:NOT_COMMITTED`.

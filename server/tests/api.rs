@@ -9,9 +9,8 @@
 
 mod common;
 
-use common::{Reply, Server};
+use common::{run_parledger, Reply, Server};
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ACME: &str = "acme-bank";
@@ -180,33 +179,19 @@ fn a_submitted_transfer_has_a_receipt_that_verifies_offline_and_a_retry_returns_
     // the block hash the chain gives.
     let file = s.path("receipt.json");
     std::fs::write(&file, serde_json::to_vec(receipt).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
-        .arg("verify-receipt")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_parledger([std::ffi::OsStr::new("verify-receipt"), file.as_os_str()]);
     let read = s.get("/v1/transactions/e2e-pay-1/receipt", &alice).ok();
     assert_eq!(&read, receipt);
     let height = first["height"].as_u64().unwrap();
     let block = s.get(&format!("/v1/blocks/{height}"), &alice).ok();
     assert_eq!(block["hash"], first["block_hash"]);
     std::fs::write(&file, serde_json::to_vec(&read).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
-        .arg("verify-receipt")
-        .arg(&file)
-        .args(["--block-hash", block["hash"].as_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_parledger([
+        "verify-receipt".as_ref(),
+        file.as_os_str(),
+        "--block-hash".as_ref(),
+        block["hash"].as_str().unwrap().as_ref(),
+    ]);
 
     // The same id again: the first result, not a second payment.
     let again = s.post("/v1/transactions", &alice, &body).ok();

@@ -9,10 +9,9 @@
 
 mod common;
 
-use common::Server;
+use common::{run_parledger, Server};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Command;
 
 const REGENERATE: &str = "cargo run -p parledger -- openapi > openapi/openapi.json";
 
@@ -26,16 +25,7 @@ fn committed() -> String {
 
 #[test]
 fn the_committed_document_is_what_the_binary_generates() {
-    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
-        .arg("openapi")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let generated = String::from_utf8(out.stdout).unwrap();
+    let generated = run_parledger(["openapi"]);
     let committed = committed();
     if generated != committed {
         let line = generated

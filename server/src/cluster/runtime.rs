@@ -14,10 +14,11 @@
 //!   its own chain: a mismatch stops the node loudly); on a follower it is
 //!   forwarded to the leader over the transport. Submissions wait in a
 //!   pending table keyed by transaction id until the block that carries
-//!   them is applied here; a lost proposal or forward (a leader change, a
-//!   dropped connection) is sent again after `resend_after`, which is safe
-//!   because an id is applied once (a second copy is recorded as a rejected
-//!   duplicate and answers nobody).
+//!   them is applied here; a lost proposal or forward is sent again as
+//!   soon as another leader (or a new term) is known, and otherwise after
+//!   `resend_after` (a dropped connection), which is safe because an id is
+//!   applied once (a second copy is recorded as a rejected duplicate and
+//!   answers nobody).
 //! - **responder** answers clients once their block is durable, exactly as
 //!   on the embedded node (`node::respond`).
 //!
@@ -96,7 +97,8 @@ pub struct RuntimeConfig {
     /// answered `NODE:NO_LEADER`.
     pub no_leader_wait: Duration,
     /// A submission sent to a leader and not applied within this is sent
-    /// again (the leader may have lost it).
+    /// again (the leader may have lost it); after a change of leader or
+    /// term it is sent again at once.
     pub resend_after: Duration,
     /// A submission not applied within this is answered
     /// `NODE:NOT_COMMITTED`.
@@ -676,8 +678,9 @@ struct Pending {
     tx: Transaction,
     replies: Vec<Reply>,
     first: Instant,
-    /// When it was last proposed or forwarded (`None`: no leader yet).
-    sent: Option<Instant>,
+    /// When it was last proposed or forwarded, to which leader, in which
+    /// term (`None`: no leader yet).
+    sent: Option<(Instant, NodeId, u64)>,
 }
 
 struct EngineLoop<'a> {
@@ -875,6 +878,14 @@ impl EngineLoop<'_> {
     fn send(&mut self, local: Vec<Transaction>, forwarded: Vec<Transaction>, now: Instant) {
         let raft = self.shared.raft();
         let sent: Vec<TxId> = local.iter().map(|t| t.id.clone()).collect();
+        let to = if raft.leading {
+            self.shared.node_id
+        } else if let Some(leader) = raft.leader {
+            leader
+        } else {
+            // No leader: the sweep sends them once one is known.
+            return;
+        };
         if raft.leading {
             let parent = self.engine.tip().map(|(h, hash)| (h.height, *hash));
             let mut txs = local;
@@ -892,7 +903,7 @@ impl EngineLoop<'_> {
                     return;
                 }
             }
-        } else if let Some(leader) = raft.leader {
+        } else {
             if !forwarded.is_empty() {
                 tracing::debug!(
                     count = forwarded.len(),
@@ -903,28 +914,28 @@ impl EngineLoop<'_> {
             while txs.peek().is_some() {
                 let chunk: Vec<Transaction> =
                     txs.by_ref().take(self.config.batch_len_max).collect();
-                forward(self.net, leader, chunk);
+                forward(self.net, to, chunk);
             }
-        } else {
-            // No leader: the sweep sends them once one is known.
-            return;
         }
         for id in sent {
             if let Some(p) = self.pending.get_mut(&id) {
-                if p.sent.replace(now).is_none() {
+                if p.sent.replace((now, to, raft.term)).is_none() {
                     self.in_flight += 1;
                 }
             }
         }
     }
 
-    /// Sends again what a leader may have lost, and answers what waited
-    /// too long.
+    /// Sends again what a leader may have lost (at once when the leader or
+    /// the term changed since: a deposed leader's proposals and the
+    /// forwards it had not proposed are likely gone), and answers what
+    /// waited too long.
     fn sweep(&mut self, now: Instant) {
         if self.pending.is_empty() {
             return;
         }
-        let leader_known = self.shared.raft().leader.is_some();
+        let raft = self.shared.raft();
+        let leader_known = raft.leader.is_some();
         let mut again = Vec::new();
         let mut expired = Vec::new();
         for (id, p) in &self.pending {
@@ -941,7 +952,10 @@ impl EngineLoop<'_> {
                 None if age >= self.config.no_leader_wait => {
                     expired.push((id.clone(), NodeError::NoLeader));
                 }
-                Some(t) if now.duration_since(t) >= self.config.resend_after => {
+                Some((t, to, term))
+                    if now.duration_since(t) >= self.config.resend_after
+                        || (leader_known && (raft.leader != Some(to) || raft.term != term)) =>
+                {
                     again.push(p.tx.clone());
                 }
                 _ => {}

@@ -35,6 +35,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `parledger ARGS` to completion, asserts that it succeeded and
+/// returns its standard output.
+pub fn run_parledger<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running `parledger serve --demo`, stopped when dropped.
 pub struct Server {
     child: Child,
@@ -185,6 +204,21 @@ impl Req {
         }
     }
 
+    /// Adds `Authorization: Bearer TOKEN`.
+    pub fn token(mut self, token: &str) -> Self {
+        self.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json(mut self, body: &Value) -> Self {
+        self.headers
+            .push(("Content-Type".into(), "application/json".into()));
+        self.body = serde_json::to_vec(body).unwrap();
+        self
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut out = format!(
             "{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
@@ -294,9 +328,18 @@ impl Reply {
     }
 }
 
-fn try_send(port: u16, req: &Req) -> Option<Reply> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(REQUEST_TIMEOUT)).ok()?;
+pub fn try_send(port: u16, req: &Req) -> Option<Reply> {
+    try_send_within(port, req, REQUEST_TIMEOUT)
+}
+
+/// Sends `req` and reads the whole answer; `None` when the connection fails
+/// or no complete answer arrives within `timeout` (for connecting, and for
+/// each write and read).
+pub fn try_send_within(port: u16, req: &Req, timeout: Duration) -> Option<Reply> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
     // The server may answer (413) before reading the whole body; its answer
     // still arrives, so a failed write is not the end.
     let _ = s.write_all(&req.bytes());
