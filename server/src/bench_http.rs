@@ -180,6 +180,9 @@ fn start_nodes(args: &HttpArgs) -> anyhow::Result<(Vec<SocketAddr>, OwnNodes)> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["serve", "--listen", &api.to_string()])
             .args(["--batch-window-ms", &args.batch_window_ms.to_string()])
+            // The bench's one user is a member's whole system: no per-user
+            // request quota.
+            .args(["--rate-limit", "10000000", "--rate-burst", "10000000"])
             .arg("--data-dir")
             .arg(root.join(format!("node-{id}")))
             .stdout(Stdio::null())

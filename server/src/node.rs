@@ -151,6 +151,11 @@ pub struct ClusterArgs {
     /// leader again (at once when another leader or term is known).
     #[arg(long, default_value_t = 3)]
     pub resend_after_s: u64,
+    /// Proposals the leader keeps in flight: a batch leaves at once while
+    /// fewer are proposed and not yet applied, otherwise when full or when
+    /// its window (--batch-window-ms) closes. 0: always the window.
+    #[arg(long, default_value_t = 1)]
+    pub proposals_in_flight: usize,
     /// Seconds a submission waits to be applied before `NODE:NOT_COMMITTED`.
     #[arg(long, default_value_t = 30)]
     pub commit_timeout_s: u64,
@@ -637,6 +642,7 @@ fn start_cluster(
         heartbeat_ticks: c.heartbeat_ticks,
         batch_window: Duration::from_millis(args.batch_window_ms),
         batch_len_max: args.batch_len_max,
+        proposals_in_flight_max: c.proposals_in_flight,
         max_size_per_msg: 4 << 20,
         max_inflight_msgs: 64,
         no_leader_wait: Duration::from_secs(c.no_leader_wait_s),

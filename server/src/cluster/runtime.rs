@@ -89,6 +89,11 @@ pub struct RuntimeConfig {
     pub batch_window: Duration,
     /// Most transactions in one entry (and one block).
     pub batch_len_max: usize,
+    /// Proposals the leader keeps in flight (proposed, not yet applied): a
+    /// batch leaves at once while there is room, otherwise when it is full
+    /// or its window closes, so batches grow with the load. 0: every batch
+    /// waits for its window.
+    pub proposals_in_flight_max: usize,
     /// Bytes of entries per append message.
     pub max_size_per_msg: u64,
     /// Append messages in flight per follower.
@@ -505,6 +510,7 @@ impl RaftLoop {
                         tracing::error!(code = e.code(), error = %e, "the Raft log failed; this node stops replicating (restart it)");
                         self.shared.fail(format!("Raft log: {e}"));
                         self.publish();
+                        self.publish_status();
                         return;
                     }
                 };
@@ -544,9 +550,20 @@ impl RaftLoop {
         tracing::info!("raft thread stopped");
     }
 
+    /// The Raft state, after every round (cheap).
     fn publish(&self) {
         publish_raft(&self.replica, &self.shared);
+    }
+
+    /// Readiness, members and metrics, at every tick.
+    fn publish_status(&self) {
         let view = self.shared.status();
+        metrics::gauge!("parledger_raft_term").set(view.term as f64);
+        metrics::gauge!("parledger_raft_commit_index").set(view.commit_index as f64);
+        metrics::gauge!("parledger_raft_applied_index").set(view.applied_index as f64);
+        metrics::gauge!("parledger_raft_leader").set(view.leader.unwrap_or(0) as f64);
+        metrics::gauge!("parledger_raft_is_leader").set(f64::from(u8::from(view.role == "leader")));
+        metrics::gauge!("parledger_raft_caught_up").set(f64::from(u8::from(view.caught_up)));
         if let Ok(mut s) = self.status.write() {
             s.ready = view.caught_up;
             s.members = view.members;
@@ -556,6 +573,7 @@ impl RaftLoop {
     fn tick(&mut self) {
         self.replica.tick();
         self.ticks += 1;
+        self.publish_status();
         if !self.ticks.is_multiple_of(INFO_TICKS) {
             return;
         }
@@ -700,6 +718,11 @@ struct EngineLoop<'a> {
     batch: Vec<Submission>,
     /// Pending submissions sent and not yet applied.
     in_flight: usize,
+    /// On the leader: followers' transactions for the next proposal.
+    forwarded: Vec<Transaction>,
+    /// On the leader: proposals not yet applied, and the term they count in.
+    proposed: usize,
+    proposed_term: u64,
     deadline: Option<Instant>,
     /// Which group orders which partition, and this node's group.
     groups: GroupMap,
@@ -733,6 +756,9 @@ fn run_engine(
             pending: HashMap::new(),
             batch: Vec::new(),
             in_flight: 0,
+            forwarded: Vec::new(),
+            proposed: 0,
+            proposed_term: 0,
             deadline: None,
             groups: GroupMap::single(),
             group: 0,
@@ -762,16 +788,17 @@ impl EngineLoop<'_> {
                             return;
                         }
                     }
-                    // A follower batched these already: proposed at once
+                    // A follower's batch joins the leader's next proposal
                     // (dropped when this node no longer leads: their node
                     // sends them again).
                     Ok(FromRaft::Forwarded(txs)) => {
-                        let fresh: Vec<Transaction> = txs
-                            .into_iter()
-                            .filter(|t| !self.engine.knows(&t.id))
-                            .collect();
-                        if !fresh.is_empty() {
-                            self.send(Vec::new(), fresh, Instant::now());
+                        if self.shared.raft().leading {
+                            if self.batch.is_empty() && self.forwarded.is_empty() {
+                                self.deadline = Some(Instant::now() + self.config.batch_window);
+                            }
+                            let known = &self.engine;
+                            self.forwarded
+                                .extend(txs.into_iter().filter(|t| !known.knows(&t.id)));
                         }
                     }
                     // The raft thread stopped (asked to, or on a log failure).
@@ -785,6 +812,7 @@ impl EngineLoop<'_> {
                         // thread go, and apply what it still hands over.
                         work_open = false;
                         self.batch.clear();
+                        self.forwarded.clear();
                         self.pending.clear();
                         self.in_flight = 0;
                         self.stop_raft();
@@ -793,9 +821,25 @@ impl EngineLoop<'_> {
                 default(wake.saturating_duration_since(Instant::now())) => {}
             }
             let now = Instant::now();
-            if self.batch.len() >= self.config.batch_len_max
-                || self.deadline.is_some_and(|d| now >= d)
-                || (!self.batch.is_empty() && self.in_flight == 0)
+            let raft = self.shared.raft();
+            if raft.term != self.proposed_term {
+                // Proposals of an earlier term commit or are lost with it.
+                self.proposed = 0;
+                self.proposed_term = raft.term;
+            }
+            let waiting = self.batch.len() + self.forwarded.len();
+            // The pipeline has room: on the leader, fewer than
+            // `proposals_in_flight_max` proposals not yet applied; on a
+            // follower, nothing forwarded still on its way.
+            let room = if raft.leading {
+                self.proposed < self.config.proposals_in_flight_max
+            } else {
+                self.in_flight == 0
+            };
+            if waiting > 0
+                && (waiting >= self.config.batch_len_max
+                    || room
+                    || self.deadline.is_some_and(|d| now >= d))
             {
                 self.flush();
             }
@@ -811,7 +855,7 @@ impl EngineLoop<'_> {
     }
 
     fn push(&mut self, s: Submission) {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && self.forwarded.is_empty() {
             self.deadline = Some(Instant::now() + self.config.batch_window);
         }
         self.batch.push(s);
@@ -870,7 +914,8 @@ impl EngineLoop<'_> {
             );
             local.push(s.tx);
         }
-        self.send(local, Vec::new(), now);
+        let forwarded = std::mem::take(&mut self.forwarded);
+        self.send(local, forwarded, now);
     }
 
     /// Proposes (as leader) or forwards (to the leader) the node's own
@@ -902,6 +947,7 @@ impl EngineLoop<'_> {
                 if self.events.send(RaftEvent::Propose(proposal)).is_err() {
                     return;
                 }
+                self.proposed += 1;
             }
         } else {
             if !forwarded.is_empty() {
@@ -978,6 +1024,9 @@ impl EngineLoop<'_> {
     /// Applies committed entries in order; false when the node must stop.
     fn apply(&mut self, entries: Vec<Entry>, upto: u64) -> bool {
         for entry in entries {
+            if entry.proposer == self.shared.node_id {
+                self.proposed = self.proposed.saturating_sub(1);
+            }
             let batch: OrderedBatch = entry.into_batch();
             match self.engine.apply(batch) {
                 Ok(block) => {
