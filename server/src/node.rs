@@ -388,10 +388,14 @@ impl Submitter {
     /// sees every write acknowledged before it, on any node. Immediate on
     /// the embedded node, which orders everything itself.
     pub async fn linearize(&self) -> Result<(), NodeError> {
-        match &self.barrier {
-            None => Ok(()),
-            Some(b) => b.wait().await,
-        }
+        let Some(b) = &self.barrier else {
+            return Ok(());
+        };
+        let height = b.wait().await?;
+        // Reads of the chain (receipts, blocks) see only durable blocks.
+        self.wait_durable(height)
+            .await
+            .map_err(|e| NodeError::Failed(e.to_string()))
     }
 
     /// Waits until block `height` is durable.

@@ -1015,3 +1015,78 @@ fn check_node(
     assert_eq!(debits_posted(port, token) - debits_before, committed_sum);
     (blocks, duplicates)
 }
+
+/// A write acknowledged by one node is seen at once by a linearizable read
+/// on another (Raft's read index), while the writes keep the followers
+/// busy; a bad `consistency` is a 400, and `/v1/cluster/status` agrees on
+/// one leader.
+#[test]
+fn linearizable_reads_see_every_acknowledged_write() {
+    let mut c = Cluster::start();
+    for i in 0..NODES {
+        c.wait_ready(i, START_BOUND);
+    }
+    let token = sign_in(c.port(0), USER);
+    c.wait_converged(START_BOUND);
+    // Background writes (acknowledged or not, they keep the log moving).
+    let load = Load::start(c.ports(), token.clone());
+    for n in 0..60u64 {
+        let (writer, reader) = (n as usize % NODES, (n as usize + 1) % NODES);
+        let id = format!("lin-{n}");
+        let body = json!({
+            "id": id, "domain": "finance", "function": "transfer",
+            "args": {"from": {"org": ORG, "account": "operating"},
+                     "to": {"org": "globex-logistics", "account": "operating"},
+                     "amount": 1, "currency": "EUR"},
+        });
+        let written = post(
+            c.port(writer),
+            "/v1/transactions",
+            Some(&token),
+            &body,
+            RECOVERY_BOUND,
+        )
+        .expect("the write is answered");
+        assert_eq!(written.status, 200, "write {id}: {}", written.text());
+        let w: Value = serde_json::from_slice(&written.body).unwrap();
+        let read = get(
+            c.port(reader),
+            &format!("/v1/transactions/{id}?consistency=linearizable"),
+            Some(&token),
+            RECOVERY_BOUND,
+        )
+        .expect("the read is answered");
+        assert_eq!(
+            read.status,
+            200,
+            "node {} did not see {id}, acknowledged by node {}: {}",
+            reader + 1,
+            writer + 1,
+            read.text()
+        );
+        let r: Value = serde_json::from_slice(&read.body).unwrap();
+        assert_eq!(r["block_hash"], w["block_hash"], "{id}");
+    }
+    let _ = load.stop();
+    let bad = get(
+        c.port(1),
+        "/v1/transactions/lin-0?consistency=eventual",
+        Some(&token),
+        PROBE_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("API:BAD_CONSISTENCY"), "{}", bad.text());
+    let views: Vec<Value> = (0..NODES)
+        .map(|i| get_json(c.port(i), "/v1/cluster/status", None).unwrap())
+        .collect();
+    let leaders: Vec<&Value> = views.iter().map(|v| &v["leader"]).collect();
+    assert!(
+        leaders.iter().all(|l| *l == leaders[0] && l.is_u64()),
+        "{views:?}"
+    );
+    for v in &views {
+        assert_eq!(v["voters"], json!([1, 2, 3]), "{v}");
+        assert_eq!(v["members"].as_array().unwrap().len(), NODES, "{v}");
+    }
+}

@@ -257,3 +257,20 @@ fn responses_have_exactly_the_fields_their_schemas_document() {
     let token = s.sign_in("bob@umbrella-pharma");
     assert_fields(&doc, "TokenResponse", &token, "token");
 }
+
+/// Generated clients name their functions after operation ids: two
+/// handlers with the same Rust name in different modules must not collide.
+#[test]
+fn operation_ids_are_unique() {
+    let doc: Value = serde_json::from_str(&committed()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                if let Some(other) = seen.insert(id.to_string(), format!("{method} {path}")) {
+                    panic!("operationId {id} names both {other} and {method} {path}");
+                }
+            }
+        }
+    }
+}

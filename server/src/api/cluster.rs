@@ -33,7 +33,7 @@ use actix_web::{get, web, ResponseError};
     responses((status = 200, description = "Cluster status", body = ClusterStatus))
 )]
 #[get("/v1/cluster/status")]
-pub async fn status(api: web::Data<Api>) -> web::Json<ClusterStatus> {
+pub async fn cluster_status(api: web::Data<Api>) -> web::Json<ClusterStatus> {
     web::Json(match &api.cluster {
         Some(c) => c.status(),
         None => embedded(&api),
@@ -145,7 +145,7 @@ pub async fn consistency(
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(status);
+    cfg.service(cluster_status);
 }
 
 #[cfg(test)]

@@ -287,11 +287,15 @@ enum FromRaft {
 pub struct ReadBarrier {
     events: Sender<RaftEvent>,
     applied: tokio::sync::watch::Receiver<u64>,
+    shared: Arc<Shared>,
     timeout: Duration,
 }
 
 impl ReadBarrier {
-    pub async fn wait(&self) -> Result<(), NodeError> {
+    /// Waits until this node has applied the leader's read index; returns
+    /// the height it had applied by then (the caller waits for that height
+    /// to be durable before reading the chain).
+    pub async fn wait(&self) -> Result<u64, NodeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.events
             .send(RaftEvent::ReadIndex(tx))
@@ -305,7 +309,8 @@ impl ReadBarrier {
             .await
             .map_err(|_| NodeError::NotCommitted(self.timeout.as_secs()))?
             .map_err(|_| NodeError::Failed("the Raft runtime has stopped".into()))?;
-        Ok(())
+        // The engine stores the height before it publishes the index.
+        Ok(self.shared.height.load(Ordering::Acquire))
     }
 }
 
@@ -429,6 +434,7 @@ pub fn start(
     let barrier = ReadBarrier {
         events,
         applied: shared.applied.subscribe(),
+        shared: shared.clone(),
         timeout: config.read_timeout,
     };
     Ok(Running {
@@ -1038,7 +1044,7 @@ impl EngineLoop<'_> {
                     }
                     self.shared
                         .height
-                        .store(block.header.height, Ordering::Relaxed);
+                        .store(block.header.height, Ordering::Release);
                     if self.responder.send((block, replies)).is_err() {
                         return false;
                     }
