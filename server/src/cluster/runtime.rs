@@ -3,16 +3,22 @@
 //! Three threads and the transport's tokio tasks:
 //!
 //! - **raft** owns the [`Replica`]. It ticks it, steps peers' messages,
-//!   proposes batches, and handles every Ready by raft-rs's contract (the
-//!   [`Replica::ready`] call persists entries and hard state with one fsync
-//!   before it returns the messages that depend on them). Committed entries
-//!   go to the engine thread in log order.
+//!   proposes batches, and handles every Ready by raft-rs's contract
+//!   ([`Replica::ready_with`] sends a leader's appends before its own fsync
+//!   and returns the messages that depend on the persisted entries and
+//!   hard state after it). Committed entries go to the engine thread in log
+//!   order.
 //! - **engine** owns the [`Engine`]. It applies committed entries in order,
 //!   runs reads between them, and cuts the node's own submissions into
 //!   batches: on the leader a batch becomes a proposal (stamped with the
 //!   leader's clock and its applied tip, which every replica checks against
 //!   its own chain: a mismatch stops the node loudly); on a follower it is
-//!   forwarded to the leader over the transport. Submissions wait in a
+//!   forwarded to the leader, whose next proposal takes it along. A batch
+//!   leaves as soon as the pipeline has room (on the leader, fewer than
+//!   `proposals_in_flight_max` proposals not yet applied; on a follower,
+//!   nothing forwarded still unapplied), otherwise when it is full or its
+//!   window closes: batches grow with the load, and a lone request waits
+//!   for nothing. Submissions wait in a
 //!   pending table keyed by transaction id until the block that carries
 //!   them is applied here; a lost proposal or forward is sent again as
 //!   soon as another leader (or a new term) is known, and otherwise after
@@ -180,6 +186,11 @@ struct Shared {
     height: AtomicU64,
     peers: RwLock<BTreeMap<NodeId, (PeerInfo, Instant)>>,
     failed: RwLock<Option<String>>,
+    /// On a leader: a majority (itself included) was heard from within an
+    /// election timeout. A leader paused or cut off keeps believing it
+    /// leads until it hears a newer term; this keeps it from reporting
+    /// itself ready meanwhile.
+    quorum_heard: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -249,6 +260,7 @@ impl Shared {
             node_id: self.node_id,
             caught_up: failed.is_none()
                 && raft.leader.is_some()
+                && (!raft.leading || self.quorum_heard.load(Ordering::Relaxed))
                 && raft.commit.saturating_sub(applied) <= CAUGHT_UP_SLACK,
             role: raft.role,
             term: raft.term,
@@ -397,6 +409,7 @@ pub fn start(
         height: AtomicU64::new(engine.height()),
         peers: RwLock::new(BTreeMap::new()),
         failed: RwLock::new(None),
+        quorum_heard: std::sync::atomic::AtomicBool::new(false),
     });
     publish_raft(&replica, &shared);
     let (to_engine, from_raft) = unbounded();
@@ -414,6 +427,7 @@ pub fn start(
                     config,
                     status,
                     reads: HashMap::new(),
+                    heard: HashMap::new(),
                     next_read: 0,
                     ticks: 0,
                 }
@@ -478,6 +492,8 @@ struct RaftLoop {
     /// Read-index requests waiting for their answer, by context, with the
     /// tick they were asked at.
     reads: HashMap<u64, (tokio::sync::oneshot::Sender<u64>, u64)>,
+    /// When each peer's last Raft message arrived.
+    heard: HashMap<NodeId, Instant>,
     next_read: u64,
     ticks: u64,
 }
@@ -563,6 +579,18 @@ impl RaftLoop {
 
     /// Readiness, members and metrics, at every tick.
     fn publish_status(&self) {
+        let timeout = self.config.tick * self.config.election_ticks as u32;
+        let voters = self.replica.voters();
+        let heard = voters
+            .iter()
+            .filter(|id| {
+                **id == self.config.node_id
+                    || self.heard.get(id).is_some_and(|t| t.elapsed() < timeout)
+            })
+            .count();
+        self.shared
+            .quorum_heard
+            .store(heard > voters.len() / 2, Ordering::Relaxed);
         let view = self.shared.status();
         metrics::gauge!("parledger_raft_term").set(view.term as f64);
         metrics::gauge!("parledger_raft_commit_index").set(view.commit_index as f64);
@@ -639,6 +667,7 @@ impl RaftLoop {
         match kind {
             KIND_RAFT => match decode_message(body) {
                 Ok(msg) if msg.from == m.from => {
+                    self.heard.insert(m.from, Instant::now());
                     if let Err(e) = self.replica.step(msg) {
                         tracing::debug!(peer = m.from, error = %e, "raft message dropped");
                     }
