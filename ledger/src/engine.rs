@@ -630,6 +630,21 @@ impl Engine {
         self.state_progress.wait_for(self.height())
     }
 
+    /// Makes every block written so far durable in `chain.db` (even at
+    /// `synchronous=NORMAL`) and returns the Raft index of the latest such
+    /// block; `None` when the checkpoint could not copy everything (a
+    /// reader held an old snapshot): try again later.
+    pub fn sync_chain(&mut self) -> Result<Option<u64>, LedgerError> {
+        let written = self.chain_writer.progress.done();
+        if written == 0 {
+            return Ok(None);
+        }
+        if !self.chain.checkpoint()? {
+            return Ok(None);
+        }
+        Ok(self.chain.header(written)?.map(|(h, _)| h.raft_index))
+    }
+
     /// How far blocks are durable: wait on it before acknowledging a block's
     /// transactions to clients. Shareable with other threads.
     pub fn durability(&self) -> Arc<Progress> {

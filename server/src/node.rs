@@ -156,6 +156,14 @@ pub struct ClusterArgs {
     /// its window (--batch-window-ms) closes. 0: always the window.
     #[arg(long, default_value_t = 1)]
     pub proposals_in_flight: usize,
+    /// Compact the Raft log once this many entries can go (0: never). Only
+    /// entries every voter has and this node's chain holds durably go, so
+    /// a voter that is down holds compaction back.
+    #[arg(long, default_value_t = 10_000)]
+    pub raft_compact_every: u64,
+    /// Entries kept below the compaction point, for peers a little behind.
+    #[arg(long, default_value_t = 1_000)]
+    pub raft_compact_keep: u64,
     /// Seconds a submission waits to be applied before `NODE:NOT_COMMITTED`.
     #[arg(long, default_value_t = 30)]
     pub commit_timeout_s: u64,
@@ -653,6 +661,8 @@ fn start_cluster(
         resend_after: Duration::from_secs(c.resend_after_s.max(1)),
         commit_timeout: Duration::from_secs(c.commit_timeout_s.max(1)),
         read_timeout: tick * (4 * c.election_ticks as u32).max(10),
+        compact_every: c.raft_compact_every,
+        compact_keep: c.raft_compact_keep,
     };
     let transport = transport::TransportConfig {
         node_id: id,

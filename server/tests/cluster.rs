@@ -139,10 +139,16 @@ struct Cluster {
     started: Instant,
     /// What the test did, when: printed on failure.
     timeline: Mutex<Vec<(Duration, String)>>,
+    /// Arguments every node gets besides the cluster's.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).into_os_string();
         run_parledger([
@@ -170,6 +176,7 @@ impl Cluster {
             nodes,
             started: Instant::now(),
             timeline: Mutex::new(Vec::new()),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..NODES {
             c.spawn(i, i == 0);
@@ -229,6 +236,7 @@ impl Cluster {
         if demo {
             cmd.arg("--demo");
         }
+        cmd.args(&self.extra);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1088,5 +1096,61 @@ fn linearizable_reads_see_every_acknowledged_write() {
     for v in &views {
         assert_eq!(v["voters"], json!([1, 2, 3]), "{v}");
         assert_eq!(v["members"].as_array().unwrap().len(), NODES, "{v}");
+    }
+}
+
+/// With a small compaction threshold every node compacts its Raft log
+/// under load, yet a follower killed meanwhile catches up from the log when
+/// it comes back (its frozen progress holds the others' compaction back),
+/// and all three end with the same chain.
+#[test]
+fn compaction_keeps_a_returning_follower_in_step() {
+    let mut c = Cluster::start_with(&["--raft-compact-every", "40", "--raft-compact-keep", "5"]);
+    for i in 0..NODES {
+        c.wait_ready(i, START_BOUND);
+    }
+    let token = sign_in(c.port(0), USER);
+    let (start, _) = c.wait_converged(START_BOUND);
+    let start_height = start[0]["height"].as_u64().unwrap();
+    let load = Load::start(c.ports(), token.clone());
+    let first_index = |c: &Cluster, i: usize| {
+        get_json(c.port(i), "/v1/cluster/status", None)
+            .map_or(0, |v| v["first_index"].as_u64().unwrap_or(0))
+    };
+    let deadline = Instant::now() + CATCH_UP_BOUND;
+    while (0..NODES).any(|i| first_index(&c, i) <= 1) {
+        assert!(Instant::now() < deadline, "no node compacted its log");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let leader = c.wait_leader(None, Instant::now()).0;
+    let follower = (0..NODES).find(|&i| i != leader).unwrap();
+    c.kill(follower);
+    let height = |c: &Cluster, i: usize| {
+        get_json(c.port(i), "/v1/status", None).map_or(0, |v| v["height"].as_u64().unwrap_or(0))
+    };
+    let down_at = height(&c, leader);
+    let deadline = Instant::now() + CATCH_UP_BOUND;
+    while height(&c, leader) < down_at + 150 {
+        assert!(
+            Instant::now() < deadline,
+            "the load stalled with a follower down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.spawn(follower, false);
+    c.wait_ready(follower, CATCH_UP_BOUND);
+    let (acks, unanswered, _) = load.stop();
+    assert!(unanswered.is_empty(), "never answered: {unanswered:?}");
+    assert!(!acks.is_empty());
+    let (status, _) = c.wait_converged(CATCH_UP_BOUND);
+    assert!(status[0]["height"].as_u64().unwrap() > start_height + 150);
+    for i in 0..NODES {
+        let v = get_json(c.port(i), "/v1/cluster/status", None).unwrap();
+        assert!(v["failed"].is_null(), "node {}: {v}", i + 1);
+        assert!(
+            v["first_index"].as_u64().unwrap() > 1,
+            "node {}: {v}",
+            i + 1
+        );
     }
 }

@@ -341,6 +341,24 @@ impl Replica {
         m
     }
 
+    /// The first index the log still holds (1 until it is compacted).
+    pub fn first_index(&self) -> u64 {
+        raft::Storage::first_index(self.node.store()).unwrap_or(1)
+    }
+
+    /// Drops the log's entries up to `index`, clamped to what is safe for
+    /// this node: at most the applied index and the stored commit index.
+    /// Returns the index the log now starts after. The caller must make sure
+    /// no peer still needs those entries (this version cannot send a
+    /// snapshot instead) and that the chain holds them durably.
+    pub fn compact(&mut self, index: u64) -> Result<u64, LedgerError> {
+        let to = index
+            .min(self.applied_index())
+            .min(self.node.store().hard_state().commit);
+        self.node.mut_store().compact(to)?;
+        Ok(self.first_index().saturating_sub(1))
+    }
+
     /// Whether [`Self::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
         self.node.has_ready()

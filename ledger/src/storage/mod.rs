@@ -400,6 +400,25 @@ impl ChainStore {
         })
     }
 
+    /// Copies the write-ahead log into the database file without waiting
+    /// for anyone (`wal_checkpoint(PASSIVE)`). True when every frame was
+    /// copied: the checkpoint then synced the file, so every transaction
+    /// committed before the call is durable even at `synchronous=NORMAL`.
+    pub fn checkpoint(&mut self) -> Result<bool, LedgerError> {
+        #[derive(diesel::QueryableByName)]
+        struct Checkpoint {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            busy: i32,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            log: i32,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            checkpointed: i32,
+        }
+        let c: Checkpoint =
+            diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(&mut self.conn)?;
+        Ok(c.busy == 0 && c.log >= 0 && c.checkpointed == c.log)
+    }
+
     /// Appends blocks, in order, in one SQLite transaction: one commit (and
     /// one fsync) for all of them when the writer has fallen behind.
     pub fn append(&mut self, blocks: &[NewBlock<'_>]) -> Result<(), LedgerError> {

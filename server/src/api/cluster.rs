@@ -54,6 +54,7 @@ fn embedded(api: &Api) -> ClusterStatus {
         commit_index: s.height,
         applied_index: s.height,
         last_index: s.height,
+        first_index: 1,
         height: s.height,
         caught_up: s.ready,
         voters: vec![1],

@@ -70,6 +70,8 @@ pub const KIND_INFO: u8 = 3;
 const INFO_TICKS: u64 = 5;
 /// Events the raft thread takes before it handles a Ready.
 const EVENTS_PER_ROUND: usize = 1024;
+/// How often the engine thread considers compacting the Raft log.
+const COMPACT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the engine thread looks for submissions to send again.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// A node is caught up (`/readyz`) when its applied index is at most this
@@ -116,6 +118,14 @@ pub struct RuntimeConfig {
     pub commit_timeout: Duration,
     /// How long a linearizable read waits for its read index.
     pub read_timeout: Duration,
+    /// Compact the Raft log once this many entries below the safe point
+    /// can go (0: never). The safe point is the lowest index every voter
+    /// has (as the leader last saw it), and never above what this node's
+    /// own chain holds durably: a voter that is down holds compaction
+    /// back, since this version cannot send it a snapshot instead.
+    pub compact_every: u64,
+    /// Entries kept below the safe point, for peers a little behind.
+    pub compact_keep: u64,
 }
 
 /// What a node tells its peers about itself.
@@ -126,6 +136,9 @@ struct PeerInfo {
     term: u64,
     height: u64,
     applied: u64,
+    /// From a leader: the lowest index every voter has.
+    #[serde(default)]
+    safe: u64,
 }
 
 /// This node's view of the cluster, for `/v1/cluster/status`.
@@ -142,8 +155,10 @@ pub struct ClusterStatus {
     pub commit_index: u64,
     /// The highest Raft index this node has applied to its chain.
     pub applied_index: u64,
-    /// The last index of this node's Raft log.
+    /// The last index of this node's Raft log, and the first it still
+    /// holds (entries below were compacted).
     pub last_index: u64,
+    pub first_index: u64,
     /// Height of this node's chain (applied blocks).
     pub height: u64,
     /// Whether this node knows a leader and has applied what it knows to be
@@ -173,6 +188,7 @@ struct RaftState {
     leader: Option<u64>,
     commit: u64,
     last_index: u64,
+    first_index: u64,
     voters: Vec<u64>,
 }
 
@@ -269,6 +285,7 @@ impl Shared {
             commit_index: raft.commit,
             applied_index: applied,
             last_index: raft.last_index,
+            first_index: raft.first_index,
             height,
             voters: raft.voters,
             members,
@@ -282,6 +299,9 @@ enum RaftEvent {
     Peer(Inbound),
     Propose(Proposal),
     ReadIndex(tokio::sync::oneshot::Sender<u64>),
+    /// The chain holds everything up to this Raft index durably: the log
+    /// may be compacted up to there (and the peers' safe point).
+    Compact(u64),
     Stop,
 }
 
@@ -470,6 +490,7 @@ fn publish_raft(replica: &Replica, shared: &Shared) {
             leader: replica.leader(),
             commit: replica.commit_index(),
             last_index: replica.last_index(),
+            first_index: replica.first_index(),
             voters: replica.voters(),
         };
     }
@@ -617,6 +638,7 @@ impl RaftLoop {
             term: self.replica.term(),
             height: self.shared.height.load(Ordering::Relaxed),
             applied: *self.shared.applied.borrow(),
+            safe: self.safe_index(),
         };
         let body = serde_json::to_vec(&info).unwrap_or_default();
         for id in self.replica.voters() {
@@ -656,7 +678,56 @@ impl RaftLoop {
                 self.replica
                     .read_index(self.next_read.to_be_bytes().to_vec());
             }
+            RaftEvent::Compact(durable) => self.compact(durable),
             RaftEvent::Stop => {}
+        }
+    }
+
+    /// The lowest index every voter has: on the leader from its progress
+    /// tracking, elsewhere as the leader last announced it (0: unknown).
+    fn safe_index(&self) -> u64 {
+        if self.replica.role() == StateRole::Leader {
+            let matched = self.replica.matched();
+            let voters = self.replica.voters();
+            voters
+                .iter()
+                .map(|v| {
+                    matched
+                        .iter()
+                        .find(|(id, _)| id == v)
+                        .map_or(0, |(_, m)| *m)
+                })
+                .min()
+                .unwrap_or(0)
+        } else {
+            let leader = self.replica.leader();
+            self.shared
+                .peers
+                .read()
+                .ok()
+                .and_then(|p| leader.and_then(|l| p.get(&l).map(|(i, _)| i.safe)))
+                .unwrap_or(0)
+        }
+    }
+
+    fn compact(&mut self, durable: u64) {
+        let every = self.config.compact_every;
+        if every == 0 {
+            return;
+        }
+        let target = durable
+            .min(self.safe_index())
+            .saturating_sub(self.config.compact_keep);
+        let base = self.replica.first_index().saturating_sub(1);
+        if target < base + every {
+            return;
+        }
+        match self.replica.compact(target) {
+            Ok(to) => {
+                tracing::info!(from = base, to, "compacted the Raft log");
+                metrics::counter!("parledger_raft_compactions_total").increment(1);
+            }
+            Err(e) => tracing::warn!(code = e.code(), error = %e, "log compaction refused"),
         }
     }
 
@@ -812,6 +883,8 @@ impl EngineLoop<'_> {
         let mut work_open = true;
         let closed = never();
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut next_compact = Instant::now() + COMPACT_CHECK_EVERY;
+        let mut compacted_at = 0u64;
         loop {
             let wake = self.deadline.map_or(next_sweep, |d| d.min(next_sweep));
             let work_rx = if work_open { work } else { &closed };
@@ -881,6 +954,21 @@ impl EngineLoop<'_> {
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
+            }
+            if now >= next_compact {
+                next_compact = now + COMPACT_CHECK_EVERY;
+                let applied = *self.shared.applied.borrow();
+                let every = self.config.compact_every;
+                if every > 0 && applied >= compacted_at + every {
+                    match self.engine.sync_chain() {
+                        Ok(Some(durable)) => {
+                            compacted_at = durable;
+                            let _ = self.events.send(RaftEvent::Compact(durable));
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "chain checkpoint failed"),
+                    }
+                }
             }
         }
     }
