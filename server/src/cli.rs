@@ -174,8 +174,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => tools::keygen(&args.out),
         Command::Sign(args) => tools::sign(&args),
         Command::Openapi => {
-            print!("{}", crate::api::openapi_json());
-            Ok(ExitCode::SUCCESS)
+            use std::io::Write as _;
+            // A reader that stops early (`| head`, `| diff -q`) is not an
+            // error worth a panic.
+            match std::io::stdout().write_all(crate::api::openapi_json().as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Cluster(ClusterCommand::Status(args)) => crate::tools::cluster_status(&args),
         Command::Cluster(ClusterCommand::Certs(args)) => {
