@@ -1,7 +1,9 @@
-//! The embedded node: one engine on a dedicated thread, fed by a local
-//! sequencer that cuts batches by count or by a short time window and stamps
-//! them with the wall clock. A Raft sequencer will feed the same
-//! `Engine::apply` with the same `OrderedBatch`.
+//! `parledger serve`: a node. Without `--node-id` it is the embedded node:
+//! one engine on a dedicated thread, fed by a local sequencer that cuts
+//! batches by count or by a short time window and stamps them with the wall
+//! clock. With `--node-id` the Raft runtime (`cluster::runtime`) orders the
+//! batches with the node's peers and feeds the same `Engine::apply`; the
+//! API and its `Submitter` are the same either way.
 
 use crate::{api, demo};
 use anyhow::Context;

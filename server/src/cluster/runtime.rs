@@ -214,6 +214,14 @@ impl Shared {
         self.raft.read().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Whether this node leads, in which term (without copying the rest).
+    fn leading(&self) -> (bool, u64) {
+        self.raft
+            .read()
+            .map(|r| (r.leading, r.term))
+            .unwrap_or((false, 0))
+    }
+
     fn failed(&self) -> Option<String> {
         self.failed.read().ok().and_then(|f| f.clone())
     }
@@ -559,14 +567,20 @@ impl RaftLoop {
                 };
                 send_all(&self.net, out.messages);
                 if let Some((index, term)) = out.snapshot {
-                    // Logs are not compacted yet, so no leader sends one.
+                    // Logs are compacted only below what every voter has,
+                    // so a leader sends one only to a node that lost its
+                    // log (or was never in the configuration). Its chain
+                    // cannot be brought up to the snapshot yet: stop, loudly.
                     tracing::error!(
                         index,
                         term,
-                        "received a Raft snapshot, which this version cannot install"
+                        "received a Raft snapshot, which this version cannot install; this node stops replicating"
                     );
                     self.shared
                         .fail(format!("a Raft snapshot at index {index} arrived"));
+                    self.publish();
+                    self.publish_status();
+                    return;
                 }
                 let applied = self.replica.applied_index();
                 if !out.committed.is_empty() || applied != handed {
@@ -900,7 +914,7 @@ impl EngineLoop<'_> {
                     // (dropped when this node no longer leads: their node
                     // sends them again).
                     Ok(FromRaft::Forwarded(txs)) => {
-                        if self.shared.raft().leading {
+                        if self.shared.leading().0 {
                             if self.batch.is_empty() && self.forwarded.is_empty() {
                                 self.deadline = Some(Instant::now() + self.config.batch_window);
                             }
@@ -929,17 +943,17 @@ impl EngineLoop<'_> {
                 default(wake.saturating_duration_since(Instant::now())) => {}
             }
             let now = Instant::now();
-            let raft = self.shared.raft();
-            if raft.term != self.proposed_term {
+            let (leading, term) = self.shared.leading();
+            if term != self.proposed_term {
                 // Proposals of an earlier term commit or are lost with it.
                 self.proposed = 0;
-                self.proposed_term = raft.term;
+                self.proposed_term = term;
             }
             let waiting = self.batch.len() + self.forwarded.len();
             // The pipeline has room: on the leader, fewer than
             // `proposals_in_flight_max` proposals not yet applied; on a
             // follower, nothing forwarded still on its way.
-            let room = if raft.leading {
+            let room = if leading {
                 self.proposed < self.config.proposals_in_flight_max
             } else {
                 self.in_flight == 0
