@@ -110,6 +110,12 @@ pub enum LedgerError {
     /// committed: `raft.db` was lost or replaced behind the chain's back.
     #[error("the chain has applied Raft index {applied} but the log's commit index is {commit}")]
     RaftAppliedAhead { applied: u64, commit: u64 },
+    /// The chain ends below the Raft log's first entry: the entries between
+    /// them were compacted, so the chain cannot be brought up from the log
+    /// (the chain lost blocks it had synced, or the log was compacted past
+    /// it); the node needs its chain restored or a snapshot.
+    #[error("the chain ends at Raft index {applied} but the log starts at {first}: the entries between were compacted")]
+    RaftCompactedPastChain { applied: u64, first: u64 },
     /// raft-rs refused a configuration, a message or a configuration change.
     #[error("raft: {0}")]
     Raft(String),
@@ -132,6 +138,7 @@ impl LedgerError {
             LedgerError::RaftLogCorrupt { .. } => "LEDGER:RAFT_LOG_CORRUPT",
             LedgerError::MalformedProposal(_) => "LEDGER:MALFORMED_PROPOSAL",
             LedgerError::RaftAppliedAhead { .. } => "LEDGER:RAFT_APPLIED_AHEAD",
+            LedgerError::RaftCompactedPastChain { .. } => "LEDGER:RAFT_COMPACTED_PAST_CHAIN",
             LedgerError::Raft(_) => "LEDGER:RAFT",
         }
     }

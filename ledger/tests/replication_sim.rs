@@ -223,6 +223,10 @@ struct Node {
     handed: u64,
     /// The highest term it reported, across restarts.
     term: u64,
+    /// The Raft index of the chain tip in its newest checkpoint: what a
+    /// crash that loses the engine's tail keeps, so the most it may
+    /// compact its log to.
+    durable_index: u64,
 }
 
 /// A block as first applied anywhere.
@@ -297,6 +301,8 @@ stats! {
     acked,
     /// Transactions rejected as duplicate ids in the final chain.
     duplicates,
+    /// Raft log compactions.
+    compactions,
 }
 
 struct Sim {
@@ -354,6 +360,7 @@ impl Sim {
                 chain: Vec::new(),
                 handed: 0,
                 term: 0,
+                durable_index: 0,
             })
             .collect();
         let mut sim = Sim {
@@ -523,11 +530,55 @@ impl Sim {
         if let Err(e) = engine.flush() {
             self.fail(format!("node {}: flush: {e}", self.nodes[i].id));
         }
+        let tip = engine.tip().map_or(0, |(h, _)| h.raft_index);
         let node = &mut self.nodes[i];
         let cp = temp_dir();
         copy_files(node.engine_dir.path(), cp.path(), |_| true);
         node.checkpoints.swap(0, 1);
         node.checkpoints[1] = Some(cp);
+        node.durable_index = tip;
+    }
+
+    /// Compacts node `i`'s log as the server's runtime does: below the
+    /// lowest index every voter has (the leader's progress), and never above
+    /// what the node's chain keeps through a crash, minus a few entries.
+    /// No peer then ever needs a compacted entry: a snapshot arriving
+    /// anywhere fails the run.
+    fn compact(&mut self, i: usize) {
+        const EVERY: u64 = 4;
+        const KEEP: u64 = 2;
+        let Some(l) = self.leader() else {
+            return;
+        };
+        let safe = match &self.nodes[l].up {
+            Some((leader, _)) => {
+                let matched = leader.matched();
+                leader
+                    .voters()
+                    .iter()
+                    .map(|v| matched.iter().find(|(id, _)| id == v).map_or(0, |m| m.1))
+                    .min()
+                    .unwrap_or(0)
+            }
+            None => return,
+        };
+        let durable = self.nodes[i].durable_index;
+        let id = self.nodes[i].id;
+        let Some((replica, _)) = &mut self.nodes[i].up else {
+            return;
+        };
+        let point = safe.min(durable).saturating_sub(KEEP);
+        let base = replica.first_index() - 1;
+        if point < base + EVERY {
+            return;
+        }
+        match replica.compact(point) {
+            Ok(to) => {
+                self.stats.compactions += 1;
+                self.event(format!("node {id} compacts its log to {to}"));
+            }
+            Err(e) => self.fail(format!("node {id}: compacting to {point}: {e}")),
+        }
     }
 
     // -- The network and the Ready loop ---------------------------------------
@@ -591,7 +642,8 @@ impl Sim {
             .ready()
             .unwrap_or_else(|e| self.fail(format!("node {id}: ready: {e}")));
         if let Some(s) = out.snapshot {
-            // The sim never compacts a log, so no leader has cause to send one.
+            // Logs are compacted only below what every voter has, so no
+            // leader has cause to send one.
             self.fail(format!("node {id} was sent a snapshot at {s:?}"));
         }
         if out.term < self.nodes[i].term {
@@ -889,6 +941,8 @@ impl Sim {
                 self.start(i);
             } else if self.nodes[i].up.is_some() && self.chance(30) {
                 self.checkpoint(i);
+            } else if self.nodes[i].up.is_some() && self.chance(50) {
+                self.compact(i);
             }
         }
         self.step();
@@ -1146,6 +1200,7 @@ fn simulate(size: usize, default: u64) {
             ("blocks applied again", total.reapplied),
             ("resubmissions", total.resubmitted),
             ("duplicate ids rejected", total.duplicates),
+            ("log compactions", total.compactions),
         ] {
             assert!(n > 0, "{size} nodes: no {what} in {} seeds", seeds.len());
         }

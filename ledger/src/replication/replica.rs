@@ -200,6 +200,14 @@ impl Replica {
         if !log.is_initialized() {
             log.initialize(&ConfState::from((voters.to_vec(), vec![])))?;
         }
+        let first = raft::Storage::first_index(&log).map_err(raft_error)?;
+        if config.applied + 1 < first {
+            // raft-rs would panic on an applied index below its log.
+            return Err(LedgerError::RaftCompactedPastChain {
+                applied: config.applied,
+                first,
+            });
+        }
         let commit = log.hard_state().commit;
         if config.applied > commit {
             // The commit index is persisted lazily (with the next Ready's
@@ -600,6 +608,15 @@ mod tests {
         let r = Replica::open(dir.path(), 1, &[1], config(4)).unwrap();
         assert_eq!(r.commit_index(), 4);
         drop(r);
+
+        // A chain behind a compacted log is refused, not a panic.
+        let mut r = Replica::open(dir.path(), 1, &[1], config(4)).unwrap();
+        assert_eq!(r.compact(3).unwrap(), 3);
+        assert_eq!(r.first_index(), 4);
+        drop(r);
+        let err = Replica::open(dir.path(), 1, &[1], config(1)).unwrap_err();
+        assert_eq!(err.code(), "LEDGER:RAFT_COMPACTED_PAST_CHAIN");
+        Replica::open(dir.path(), 1, &[1], config(3)).unwrap();
 
         // A chain ahead of the log itself is refused, not a panic.
         let err = Replica::open(dir.path(), 1, &[1], config(9)).unwrap_err();
