@@ -240,7 +240,10 @@ pub fn rejection(caller: &Caller, code: &ledger::Code, message: &str) -> ApiErro
         title = "Parledger API",
         description = "The REST API of a Parledger node: a permissioned ledger for consortia. \
 Authenticate with `POST /v1/auth/token`, then send `Authorization: Bearer <token>`. \
-Every error is `application/problem+json` with a stable `code`.",
+Every error is `application/problem+json` with a stable `code`. \
+In a cluster any node accepts writes; every `GET` also accepts `?consistency=linearizable` \
+(wait until this node has applied everything committed when the read began: Raft's read index) \
+or `?consistency=local` (the default: this node's applied state).",
         license(name = "Apache-2.0"),
         version = "1.0.0"
     ),
