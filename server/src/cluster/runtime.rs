@@ -70,6 +70,12 @@ pub const KIND_INFO: u8 = 3;
 const INFO_TICKS: u64 = 5;
 /// Events the raft thread takes before it handles a Ready.
 const EVENTS_PER_ROUND: usize = 1024;
+/// Bytes of entries in one append message (raft-rs's `max_size_per_msg`;
+/// an entry larger than this still travels, alone).
+pub const MAX_SIZE_PER_MSG: u64 = 4 << 20;
+/// Append messages in flight to one follower before the leader waits for
+/// its acknowledgements (raft-rs's `max_inflight_msgs`): the pipeline depth.
+pub const MAX_INFLIGHT_MSGS: usize = 64;
 /// How often the engine thread considers compacting the Raft log.
 const COMPACT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the engine thread looks for submissions to send again.
