@@ -228,6 +228,22 @@ fn start_nodes(args: &HttpArgs) -> anyhow::Result<(Vec<SocketAddr>, OwnNodes)> {
     Ok((apis, nodes))
 }
 
+/// Waits for the load threads and returns every latency they measured,
+/// sorted.
+fn join_latencies(
+    workers: Vec<std::thread::JoinHandle<anyhow::Result<Vec<f64>>>>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut latencies = Vec::new();
+    for w in workers {
+        let l = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        latencies.extend(l);
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -333,15 +349,8 @@ pub fn http(args: HttpArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for w in workers {
-        let l = w
-            .join()
-            .map_err(|_| anyhow::anyhow!("a bench connection panicked"))??;
-        latencies.extend(l);
-    }
+    let latencies = join_latencies(workers)?;
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
     let done = committed.load(Ordering::Relaxed);
     let report = json!({
         "transfers": done + others.load(Ordering::Relaxed),
@@ -416,15 +425,8 @@ pub fn etcd(args: &EtcdArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for w in workers {
-        let l = w
-            .join()
-            .map_err(|_| anyhow::anyhow!("a bench client panicked"))??;
-        latencies.extend(l);
-    }
+    let latencies = join_latencies(workers)?;
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
     let report = json!({
         "puts": latencies.len(),
         "clients": args.clients,

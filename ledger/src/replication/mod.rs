@@ -27,5 +27,6 @@ pub use log::{RaftLog, RAFT_FILE};
 pub use raft::eraftpb::Message;
 pub use raft::StateRole;
 pub use replica::{
-    decode_message, encode_message, Committed, NotLeader, Output, ReadIndex, Replica, ReplicaConfig,
+    decode_message, encode_message_into, Committed, NotLeader, Output, ReadIndex, Replica,
+    ReplicaConfig,
 };

@@ -129,10 +129,12 @@ pub struct ReadIndex {
     pub index: u64,
 }
 
-/// Encodes a Raft message for the wire (raft-rs's protobuf encoding).
-pub fn encode_message(message: &Message) -> Result<Vec<u8>, LedgerError> {
+/// Appends a Raft message's wire encoding (raft-rs's protobuf) to `out`,
+/// after whatever framing the caller put there: a message carrying entries
+/// can be megabytes, and is copied once.
+pub fn encode_message_into(message: &Message, out: &mut Vec<u8>) -> Result<(), LedgerError> {
     message
-        .write_to_bytes()
+        .write_to_vec(out)
         .map_err(|e| LedgerError::Raft(e.to_string()))
 }
 

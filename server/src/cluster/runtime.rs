@@ -49,7 +49,7 @@ use crossbeam_channel::{never, select, unbounded, Receiver, Sender};
 use ledger::block::OrderedBatch;
 use ledger::engine::{AppliedBlock, Engine};
 use ledger::replication::{
-    decode_message, encode_message, Committed as Entry, GroupId, GroupMap, Message, Proposal,
+    decode_message, encode_message_into, Committed as Entry, GroupId, GroupMap, Message, Proposal,
     Replica, ReplicaConfig, Route, StateRole,
 };
 use ledger::{PartitionId, Timestamp, Transaction, TxId};
@@ -793,13 +793,13 @@ impl RaftLoop {
 fn send_all(net: &Transport, messages: Vec<Message>) {
     for m in messages {
         let to = m.to;
-        match encode_message(&m) {
-            Ok(body) => {
-                if let Err(e) = net.send(to, frame(KIND_RAFT, &body)) {
-                    tracing::debug!(peer = to, error = %e, "raft message not queued");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
+        let mut payload = vec![KIND_RAFT];
+        if let Err(e) = encode_message_into(&m, &mut payload) {
+            tracing::error!(error = %e, "cannot encode a raft message");
+            continue;
+        }
+        if let Err(e) = net.send(to, payload) {
+            tracing::debug!(peer = to, error = %e, "raft message not queued");
         }
     }
 }
