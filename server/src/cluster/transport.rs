@@ -11,13 +11,14 @@
 //! identity: a certificate must name exactly one node, literally (a wildcard
 //! such as `*.parledger`, which webpki's name check would accept, names no
 //! node), the dialer requires it to be the node it dialed, and the listener
-//! requires a configured peer. The sender of every inbound message is the
-//! id read from the connection's certificate, never anything in the payload.
+//! requires a current peer (see **Membership**). The sender of every
+//! inbound message is the id read from the connection's certificate, never
+//! anything in the payload.
 //! Certificates carry both the server and client extended key usages, since
 //! every node both listens and dials. Only TLS 1.3 is offered: every node
 //! runs this code, so there is no older peer to accommodate.
 //!
-//! **Connections.** Each node dials one outbound connection per configured
+//! **Connections.** Each node dials one outbound connection per current
 //! peer and writes its messages on it; it reads what peers send on the
 //! connections they dialed. So each direction of each pair has its own
 //! connection, and the messages of one sender arrive in the order they were
@@ -32,6 +33,22 @@
 //! bounds) and leave once it is back. A listener keeps one inbound
 //! connection per peer: a newer one replaces the older, which after a
 //! peer's crash may be half-open.
+//!
+//! **Membership.** The peer set is dynamic, for Raft membership changes:
+//! [`TransportConfig::peers`] are the founding peers, and
+//! [`Transport::add_peer`] and [`Transport::remove_peer`] change the set at
+//! runtime. One map (id → peer), behind a read-write lock, is the set that
+//! `send`, the listener's certificate verifier and the inbound connections
+//! all consult, so they never disagree about who is a peer. Adding a peer
+//! admits its certificate from then on and starts its writer; adding it
+//! again at another address replaces it (the old writer stops and its queue
+//! is dropped). Removing a peer stops its writer (its outbound connection
+//! closes), drops its queue, refuses its certificate from then on and
+//! closes its current inbound connection; `send` to it is then
+//! [`TransportError::UnknownPeer`]. A removal racing with the admission of
+//! that peer's connection cannot leave the connection open: admission
+//! checks the set again under the lock of the live-connection table, and a
+//! removal leaves the set before it closes what that table holds.
 //!
 //! **Frames.** A message is a frame: its length as a big-endian `u32`, then
 //! the payload. A frame longer than `frame_bytes_max` is a protocol error
@@ -62,7 +79,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -143,7 +160,7 @@ pub enum IdentityError {
     SeveralNodes(Vec<NodeId>),
     #[error("the certificate names node {named}, not node {expected}")]
     WrongNode { expected: NodeId, named: NodeId },
-    #[error("node {0} is not a configured peer")]
+    #[error("node {0} is not a peer")]
     UnknownNode(NodeId),
 }
 
@@ -224,19 +241,21 @@ impl ServerCertVerifier for PeerServerVerifier {
 }
 
 /// The listener's check: the consortium chain (webpki), then that the
-/// certificate names exactly one node and that it is a configured peer.
+/// certificate names exactly one node and that it is a current peer.
 /// Refusing inside the handshake means an impostor never gets as far as
 /// sending a frame.
 #[derive(Debug)]
 struct PeerClientVerifier {
     chain: Arc<dyn ClientCertVerifier>,
-    peers: BTreeSet<NodeId>,
+    /// The transport's own set, so that `add_peer` and `remove_peer` take
+    /// effect on the next handshake.
+    peers: Arc<PeerSet>,
 }
 
 impl PeerClientVerifier {
     fn identify(&self, cert: &CertificateDer<'_>) -> Result<NodeId, IdentityError> {
         let id = certificate_node(cert)?;
-        if self.peers.contains(&id) {
+        if self.peers.contains(id) {
             Ok(id)
         } else {
             Err(IdentityError::UnknownNode(id))
@@ -383,8 +402,9 @@ pub struct TransportConfig {
     pub node_id: NodeId,
     /// Where peers dial this node.
     pub listen: SocketAddr,
-    /// Every other node: id → `host:port`, resolved again at each dial so
-    /// that a peer that moves in DNS is followed.
+    /// The founding peers: id → `host:port`, resolved again at each dial
+    /// so that a peer that moves in DNS is followed. [`Transport::add_peer`]
+    /// and [`Transport::remove_peer`] change the set later.
     pub peers: BTreeMap<NodeId, String>,
     pub tls: TlsMaterial,
     pub limits: TransportLimits,
@@ -412,7 +432,7 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("node {0} is not a configured peer")]
+    #[error("node {0} is not a peer")]
     UnknownPeer(NodeId),
     #[error("a message of {len} bytes exceeds the frame limit of {max} bytes")]
     FrameTooLarge { len: usize, max: u32 },
@@ -512,6 +532,8 @@ struct Peer {
     sent_messages: AtomicU64,
     sent_batches: AtomicU64,
     dial_failures: AtomicU64,
+    /// Set once the peer is removed or replaced: its writer then stops.
+    retired: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -528,6 +550,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Peer {
+    fn new(id: NodeId, addr: String) -> Peer {
+        Peer {
+            id,
+            addr,
+            label: id.to_string(),
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            connected: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            sent_messages: AtomicU64::new(0),
+            sent_batches: AtomicU64::new(0),
+            dial_failures: AtomicU64::new(0),
+            retired: watch::channel(false).0,
+        }
+    }
+
+    /// Stops the writer and drops the queue, once the peer has left the
+    /// set. A `send` that read the set just before may still queue a
+    /// message here; nothing writes it, and it goes with the last `Arc`.
+    fn retire(&self) {
+        self.retired.send_replace(true);
+        let mut q = lock(&self.queue);
+        q.messages = VecDeque::new();
+        q.bytes = 0;
+    }
+
     /// Appends `payload`, dropping the oldest messages until both bounds
     /// hold. Returns how many were dropped.
     fn enqueue(&self, payload: Vec<u8>, limits: &TransportLimits) -> u64 {
@@ -585,6 +633,44 @@ impl Peer {
     }
 }
 
+/// The current peers, by id: the one set that `send`, the listener's
+/// verifier and the inbound connections consult (see **Membership** in the
+/// module documentation). Readers take the read lock briefly and clone what
+/// they need; only `add_peer` and `remove_peer` write.
+#[derive(Default)]
+struct PeerSet(RwLock<BTreeMap<NodeId, Arc<Peer>>>);
+
+impl std::fmt::Debug for PeerSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.read().keys()).finish()
+    }
+}
+
+impl PeerSet {
+    /// A write is one insert or one remove, which a panic cannot leave half
+    /// done, so a poisoned lock is used as it is (as [`lock`] does).
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<NodeId, Arc<Peer>>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<NodeId, Arc<Peer>>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.read().get(&id).cloned()
+    }
+
+    fn contains(&self, id: NodeId) -> bool {
+        self.read().contains_key(&id)
+    }
+}
+
+/// The live inbound connection of each peer: its sequence number and the
+/// sender that closes it, by being dropped (a newer connection replaced it)
+/// or by sending (the peer was removed).
+type CurrentConnections = Mutex<HashMap<NodeId, (u64, oneshot::Sender<()>)>>;
+
 /// A running transport. Cheap to clone; the tasks stop on
 /// [`Transport::shutdown`] or when the last clone is dropped.
 #[derive(Clone)]
@@ -605,8 +691,18 @@ struct Shared {
     node_id: NodeId,
     local_addr: SocketAddr,
     limits: TransportLimits,
-    peers: BTreeMap<NodeId, Arc<Peer>>,
+    peers: Arc<PeerSet>,
+    /// Shared with the listener, so that `remove_peer` can close the
+    /// removed peer's inbound connection.
+    current: Arc<CurrentConnections>,
+    /// What a writer needs that `add_peer` must supply later.
+    connector: tokio_rustls::TlsConnector,
+    /// The runtime the transport started on, so that `add_peer` can start a
+    /// writer from any thread.
+    runtime: tokio::runtime::Handle,
     stop: watch::Sender<bool>,
+    /// The listener and every writer, `add_peer`'s included: `shutdown`
+    /// waits for them all.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -640,7 +736,8 @@ impl Transport {
 
     /// Starts on a listener the caller bound already (`config.listen` is
     /// then only informative): tests bind port 0 first to learn every
-    /// node's address before any node starts.
+    /// node's address before any node starts. Must run inside a tokio
+    /// runtime, which the transport's tasks then run on.
     pub fn start_on(
         config: TransportConfig,
         listener: TcpListener,
@@ -648,17 +745,21 @@ impl Transport {
         let TransportConfig {
             node_id,
             listen,
-            peers,
+            peers: founding,
             tls,
             limits,
         } = config;
         limits.check()?;
-        if peers.contains_key(&node_id) {
+        if founding.contains_key(&node_id) {
             return Err(TransportError::Config(format!(
                 "node {node_id} lists itself as a peer"
             )));
         }
-        let (acceptor, connector) = tls_configs(node_id, &tls, peers.keys().copied().collect())?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            TransportError::Config("the transport must start inside a tokio runtime".into())
+        })?;
+        let peers = Arc::new(PeerSet::default());
+        let (acceptor, connector) = tls_configs(node_id, &tls, peers.clone())?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| TransportError::Listen {
@@ -668,63 +769,37 @@ impl Transport {
 
         let (stop, stop_rx) = watch::channel(false);
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_len_max);
-        let peers: BTreeMap<NodeId, Arc<Peer>> = peers
-            .into_iter()
-            .map(|(id, addr)| {
-                let peer = Peer {
-                    id,
-                    addr,
-                    label: id.to_string(),
-                    queue: Mutex::new(Queue::default()),
-                    ready: Notify::new(),
-                    connected: AtomicBool::new(false),
-                    dropped: AtomicU64::new(0),
-                    sent_messages: AtomicU64::new(0),
-                    sent_batches: AtomicU64::new(0),
-                    dial_failures: AtomicU64::new(0),
-                };
-                (id, Arc::new(peer))
-            })
-            .collect();
-
-        let mut tasks = Vec::with_capacity(peers.len() + 1);
+        let current = Arc::new(CurrentConnections::default());
         let inbound = Arc::new(InboundContext {
             node_id,
             limits,
-            peers: peers.keys().copied().collect(),
+            peers: peers.clone(),
             inbound: inbound_tx,
-            current: Mutex::new(HashMap::new()),
+            current: current.clone(),
         });
-        tasks.push(tokio::spawn(run_listener(
-            listener,
-            acceptor,
-            inbound,
-            stop_rx.clone(),
-        )));
-        for peer in peers.values() {
-            tasks.push(tokio::spawn(run_peer(
-                node_id,
-                peer.clone(),
-                connector.clone(),
-                limits,
-                stop_rx.clone(),
-            )));
-        }
-        tracing::info!(node_id, %local_addr, peers = peers.len(), "cluster transport listening");
+        let listener = runtime.spawn(run_listener(listener, acceptor, inbound, stop_rx));
+        let founding_len = founding.len();
         let shared = Shared {
             node_id,
             local_addr,
             limits,
             peers,
+            current,
+            connector,
+            runtime,
             stop,
-            tasks: Mutex::new(tasks),
+            tasks: Mutex::new(vec![listener]),
         };
-        Ok((
-            Transport {
-                shared: Arc::new(shared),
-            },
-            inbound_rx,
-        ))
+        let transport = Transport {
+            shared: Arc::new(shared),
+        };
+        for (id, addr) in founding {
+            // Cannot fail: the id is not this node's (checked above) and
+            // nothing has stopped the transport yet.
+            transport.add_peer(id, addr)?;
+        }
+        tracing::info!(node_id, %local_addr, peers = founding_len, "cluster transport listening");
+        Ok((transport, inbound_rx))
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -754,7 +829,7 @@ impl Transport {
         let peer = self
             .shared
             .peers
-            .get(&to)
+            .get(to)
             .ok_or(TransportError::UnknownPeer(to))?;
         let dropped = peer.enqueue(payload, limits);
         if dropped > 0 {
@@ -765,9 +840,94 @@ impl Transport {
         Ok(())
     }
 
-    /// Peer `id`'s state, or `None` when it is not configured.
+    /// Peer `id`'s state, or `None` when it is not a peer.
     pub fn peer_stats(&self, id: NodeId) -> Option<PeerStats> {
-        self.shared.peers.get(&id).map(|p| p.stats())
+        self.shared.peers.get(id).map(|p| p.stats())
+    }
+
+    /// The current peers and their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.shared
+            .peers
+            .read()
+            .iter()
+            .map(|(id, p)| (*id, p.addr.clone()))
+            .collect()
+    }
+
+    /// Makes `id` a peer at `addr`: the listener admits its certificate
+    /// from now on, and a writer starts dialing `addr`. A peer already at
+    /// `addr` is left as it is (`Ok(false)`); one at another address is
+    /// replaced (`Ok(true)`): its writer stops and the messages queued for
+    /// it are dropped, while its inbound connection, if any, stays. Never
+    /// blocks on the network, and may be called from any thread.
+    pub fn add_peer(&self, id: NodeId, addr: String) -> Result<bool, TransportError> {
+        let shared = &self.shared;
+        if id == shared.node_id {
+            return Err(TransportError::Config(format!(
+                "node {id} cannot be its own peer"
+            )));
+        }
+        // Under the task list's lock, so that a concurrent `shutdown`
+        // either waits for the writer started here or has stopped the
+        // transport before this looks.
+        let mut tasks = lock(&shared.tasks);
+        if *shared.stop.borrow() {
+            return Err(TransportError::Stopped);
+        }
+        let peer = Arc::new(Peer::new(id, addr));
+        let replaced = {
+            let mut peers = shared.peers.write();
+            if peers.get(&id).is_some_and(|old| old.addr == peer.addr) {
+                return Ok(false);
+            }
+            peers.insert(id, peer.clone())
+        };
+        if let Some(old) = &replaced {
+            old.retire();
+            tracing::info!(
+                node_id = shared.node_id,
+                peer = id,
+                old_addr = %old.addr,
+                addr = %peer.addr,
+                "peer moved"
+            );
+        } else {
+            tracing::info!(node_id = shared.node_id, peer = id, addr = %peer.addr, "peer added");
+        }
+        // Writers of removed and replaced peers have ended or are ending;
+        // keep the list as long as the peer set, not its history.
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(shared.runtime.spawn(run_peer(
+            shared.node_id,
+            peer,
+            shared.connector.clone(),
+            shared.limits,
+            shared.stop.subscribe(),
+        )));
+        Ok(true)
+    }
+
+    /// Makes `id` no longer a peer: its writer stops (closing the outbound
+    /// connection), its queue is dropped, the listener refuses its
+    /// certificate from now on and its current inbound connection closes.
+    /// `send` to it is then [`TransportError::UnknownPeer`]. Returns
+    /// whether it was a peer. Never blocks on the network, and may be
+    /// called from any thread.
+    pub fn remove_peer(&self, id: NodeId) -> bool {
+        let Some(peer) = self.shared.peers.write().remove(&id) else {
+            return false;
+        };
+        peer.retire();
+        // Only now that the set refuses the id: a connection being admitted
+        // concurrently is then either in this table already, or will find
+        // the id gone when it takes the table's lock (`serve_inbound`).
+        if let Some((_, close)) = lock(&self.shared.current).remove(&id) {
+            // The receiver may have gone with its connection already.
+            let _ = close.send(());
+        }
+        tracing::info!(node_id = self.shared.node_id, peer = id, addr = %peer.addr, "peer removed");
+        true
     }
 
     /// Stops every task and waits for them: connections close and the
@@ -786,7 +946,7 @@ impl Transport {
 fn tls_configs(
     node_id: NodeId,
     tls: &TlsMaterial,
-    peers: BTreeSet<NodeId>,
+    peers: Arc<PeerSet>,
 ) -> Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector), TransportError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| TransportError::Tls(format!("{what}: {e}"));
     let certs = rustls_pemfile::certs(&mut tls.cert_pem.as_slice())
@@ -866,19 +1026,41 @@ fn tls_configs(
 
 /// Why an outbound connection ended.
 enum Ended {
+    /// The transport stopped or the peer was retired.
     Stopped,
     Lost(String),
 }
 
+/// What ends a writer: the transport's stop, or its peer's removal or
+/// replacement ([`Peer::retire`]).
+struct WriterStop {
+    transport: watch::Receiver<bool>,
+    retired: watch::Receiver<bool>,
+}
+
+impl WriterStop {
+    /// Resolves once either has happened (at once if one has already).
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = stopped(&mut self.transport) => {}
+            _ = stopped(&mut self.retired) => {}
+        }
+    }
+}
+
 /// One peer's writer: dial, send batches until the connection is lost,
-/// back off, dial again; until the transport stops.
+/// back off, dial again; until the transport stops or the peer is retired.
 async fn run_peer(
     node_id: NodeId,
     peer: Arc<Peer>,
     connector: tokio_rustls::TlsConnector,
     limits: TransportLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    let mut stop = WriterStop {
+        transport: stop,
+        retired: peer.retired.subscribe(),
+    };
     let mut backoff = Backoff::new(
         limits.backoff_ms_min,
         limits.backoff_ms_max,
@@ -894,7 +1076,7 @@ async fn run_peer(
     let mut failures = 0u64;
     loop {
         let dialed = tokio::select! {
-            _ = stopped(&mut stop) => return,
+            _ = stop.wait() => return,
             r = dial(&peer, &connector, server_name.clone(), &limits) => r,
         };
         match dialed {
@@ -946,7 +1128,7 @@ async fn run_peer(
         }
         let delay = backoff.next_delay();
         tokio::select! {
-            _ = stopped(&mut stop) => return,
+            _ = stop.wait() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -978,15 +1160,15 @@ async fn dial(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))?
 }
 
-/// Writes the peer's queue, batch by batch, until the connection is lost or
-/// the transport stops. Past its admission byte the listener never writes
+/// Writes the peer's queue, batch by batch, until the connection is lost,
+/// the transport stops or the peer is retired. Past its admission byte the listener never writes
 /// on this connection, so anything read (end of stream, an alert, data)
 /// means it is over.
 async fn write_batches(
     peer: &Peer,
     stream: OutboundStream,
     limits: &TransportLimits,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut WriterStop,
 ) -> Ended {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut messages = Vec::new();
@@ -1014,7 +1196,7 @@ async fn write_batches(
                 writer.flush().await
             };
             tokio::select! {
-                _ = stopped(stop) => return Ended::Stopped,
+                _ = stop.wait() => return Ended::Stopped,
                 r = tokio::time::timeout(write_timeout, write) => match r {
                     Err(_) => return Ended::Lost("write timed out".into()),
                     Ok(Err(e)) => return Ended::Lost(e.to_string()),
@@ -1030,7 +1212,7 @@ async fn write_batches(
             }
         }
         tokio::select! {
-            _ = stopped(stop) => {
+            _ = stop.wait() => {
                 // Best effort close_notify; the stop does not wait on a peer.
                 let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
                 return Ended::Stopped;
@@ -1053,11 +1235,9 @@ async fn write_batches(
 struct InboundContext {
     node_id: NodeId,
     limits: TransportLimits,
-    peers: BTreeSet<NodeId>,
+    peers: Arc<PeerSet>,
     inbound: mpsc::Sender<Inbound>,
-    /// The live inbound connection of each peer: its sequence number and
-    /// the sender whose drop tells it to close.
-    current: Mutex<HashMap<NodeId, (u64, oneshot::Sender<()>)>>,
+    current: Arc<CurrentConnections>,
 }
 
 async fn run_listener(
@@ -1114,6 +1294,7 @@ async fn run_listener(
 enum Closed {
     Stopped,
     Replaced,
+    Removed,
     Eof,
     Io(std::io::Error),
     FrameTooLarge(u32),
@@ -1125,6 +1306,7 @@ impl std::fmt::Display for Closed {
         match self {
             Closed::Stopped => write!(f, "the transport stopped"),
             Closed::Replaced => write!(f, "replaced by a newer connection from the peer"),
+            Closed::Removed => write!(f, "the peer was removed"),
             Closed::Eof => write!(f, "closed by the peer"),
             Closed::Io(e) => write!(f, "{e}"),
             Closed::FrameTooLarge(len) => write!(
@@ -1173,7 +1355,7 @@ async fn serve_inbound(
         .ok_or(IdentityError::NoNode)
         .and_then(certificate_node)
     {
-        Ok(id) if ctx.peers.contains(&id) => id,
+        Ok(id) if ctx.peers.contains(id) => id,
         Ok(id) => {
             tracing::warn!(
                 node_id,
@@ -1215,8 +1397,23 @@ async fn serve_inbound(
         }
     }
     let (replace, mut replaced) = oneshot::channel();
-    // Dropping the previous sender closes the previous connection.
-    drop(lock(&ctx.current).insert(from, (seq, replace)));
+    {
+        let mut current = lock(&ctx.current);
+        // Again, under the table's lock: `remove_peer` takes the id out of
+        // the set before it closes the id's entry here, so a removal during
+        // the admission above is seen either here or by `remove_peer`.
+        if !ctx.peers.contains(from) {
+            tracing::warn!(
+                node_id,
+                %addr,
+                error = %IdentityError::UnknownNode(from),
+                "refused a peer connection"
+            );
+            return;
+        }
+        // Dropping the previous sender closes the previous connection.
+        drop(current.insert(from, (seq, replace)));
+    }
     tracing::info!(node_id, peer = from, %addr, "peer connected");
     let closed = read_frames(stream, from, &ctx, &mut stop, &mut replaced).await;
     {
@@ -1235,6 +1432,15 @@ async fn serve_inbound(
 
 type InboundStream = tokio_rustls::server::TlsStream<TcpStream>;
 
+/// Why the table of live connections closed this one: a sent signal is a
+/// removal, a dropped sender a newer connection.
+fn replaced_or_removed(r: Result<(), oneshot::error::RecvError>) -> Closed {
+    match r {
+        Ok(()) => Closed::Removed,
+        Err(_) => Closed::Replaced,
+    }
+}
+
 async fn read_frames(
     stream: InboundStream,
     from: NodeId,
@@ -1249,7 +1455,7 @@ async fn read_frames(
         // connection anyway, so no frame is ever half consumed and reused.
         let len = tokio::select! {
             _ = stopped(stop) => return Closed::Stopped,
-            _ = &mut *replaced => return Closed::Replaced,
+            r = &mut *replaced => return replaced_or_removed(r),
             r = reader.read_u32() => match r {
                 Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Closed::Eof,
@@ -1262,14 +1468,14 @@ async fn read_frames(
         let mut payload = vec![0u8; len as usize];
         tokio::select! {
             _ = stopped(stop) => return Closed::Stopped,
-            _ = &mut *replaced => return Closed::Replaced,
+            r = &mut *replaced => return replaced_or_removed(r),
             r = reader.read_exact(&mut payload) => if let Err(e) = r {
                 return Closed::Io(e);
             },
         }
         tokio::select! {
             _ = stopped(stop) => return Closed::Stopped,
-            _ = &mut *replaced => return Closed::Replaced,
+            r = &mut *replaced => return replaced_or_removed(r),
             r = ctx.inbound.send(Inbound { from, payload }) => if r.is_err() {
                 return Closed::ReceiverGone;
             },
@@ -1374,6 +1580,14 @@ mod tests {
         ) -> (Transport, mpsc::Receiver<Inbound>) {
             let listener = self.listeners.remove(&id).unwrap();
             start_on(self.config(id, limits), listener)
+        }
+
+        /// Starts node `id` knowing no peer: they come with `add_peer`.
+        fn start_alone(&mut self, id: NodeId) -> (Transport, mpsc::Receiver<Inbound>) {
+            let listener = self.listeners.remove(&id).unwrap();
+            let mut config = self.config(id, test_limits());
+            config.peers.clear();
+            start_on(config, listener)
         }
     }
 
@@ -1513,6 +1727,174 @@ mod tests {
         let m = recv(&mut rx1).await;
         assert_eq!((m.from, m.payload.as_slice()), (2, &b"back"[..]));
         assert!(stats(&t1, 2).connected);
+        t1.shutdown().await;
+        t2.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_added_at_runtime_exchange_messages_both_ways() {
+        let mut mesh = Mesh::new(&[1, 2]);
+        let (t1, mut rx1) = mesh.start_alone(1);
+        let (t2, mut rx2) = mesh.start_alone(2);
+        let (a1, a2) = (mesh.addrs[&1].to_string(), mesh.addrs[&2].to_string());
+        assert!(t1.peers().is_empty());
+        assert_eq!(
+            t1.send(2, b"too early".to_vec()).unwrap_err().code(),
+            "TRANSPORT:UNKNOWN_PEER"
+        );
+        assert_eq!(
+            t1.add_peer(1, a1.clone()).unwrap_err().code(),
+            "TRANSPORT:CONFIG"
+        );
+        assert!(t1.add_peer(2, a2.clone()).unwrap());
+        assert!(
+            !t1.add_peer(2, a2.clone()).unwrap(),
+            "the same address again changes nothing"
+        );
+        // From a thread outside the runtime, as the Raft loop would.
+        let adder = t2.clone();
+        let added = tokio::task::spawn_blocking(move || {
+            std::thread::spawn(move || adder.add_peer(1, a1))
+                .join()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(added.unwrap());
+        assert_eq!(t1.peers(), BTreeMap::from([(2, a2)]));
+        assert_eq!(
+            t2.peers(),
+            BTreeMap::from([(1, mesh.addrs[&1].to_string())])
+        );
+
+        t1.send(2, b"ping".to_vec()).unwrap();
+        let m = recv(&mut rx2).await;
+        assert_eq!((m.from, m.payload.as_slice()), (1, &b"ping"[..]));
+        t2.send(1, b"pong".to_vec()).unwrap();
+        let m = recv(&mut rx1).await;
+        assert_eq!((m.from, m.payload.as_slice()), (2, &b"pong"[..]));
+
+        // Shutdown waits for the writers `add_peer` started too: once it
+        // returns, only the set and this test hold the peer.
+        let peer = t1.shared.peers.get(2).unwrap();
+        t1.shutdown().await;
+        assert_eq!(Arc::strong_count(&peer), 2);
+        assert_eq!(
+            t1.add_peer(3, "127.0.0.1:1".into()).unwrap_err().code(),
+            "TRANSPORT:STOPPED"
+        );
+        t2.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_peer_is_refused_until_it_is_added_again() {
+        let mut mesh = Mesh::new(&[1, 2]);
+        let (t1, mut rx1) = mesh.start(1, test_limits());
+        let (t2, mut rx2) = mesh.start(2, test_limits());
+        t1.send(2, b"before".to_vec()).unwrap();
+        assert_eq!(recv(&mut rx2).await.payload, b"before");
+        t2.send(1, b"before".to_vec()).unwrap();
+        assert_eq!(recv(&mut rx1).await.payload, b"before");
+
+        let removed = t2.shared.peers.get(1).unwrap();
+        let failures = stats(&t1, 2).dial_failures;
+        assert!(t2.remove_peer(1));
+        assert!(!t2.remove_peer(1), "node 1 is no longer a peer");
+        assert!(t2.peers().is_empty());
+        assert_eq!(t2.peer_stats(1), None);
+        assert_eq!(
+            t2.send(1, b"to a removed peer".to_vec())
+                .unwrap_err()
+                .code(),
+            "TRANSPORT:UNKNOWN_PEER"
+        );
+        assert!(
+            !lock(&t2.shared.current).contains_key(&1),
+            "node 1's inbound connection was closed"
+        );
+        // Node 2's writer for node 1 ends, and its connection with it.
+        eventually("node 2's writer for node 1 ended", || {
+            Arc::strong_count(&removed) == 1
+        })
+        .await;
+        eventually("node 1 saw node 2's connection close", || {
+            !lock(&t1.shared.current).contains_key(&2)
+        })
+        .await;
+        // Node 1 still counts node 2 as a peer; node 2 refuses its dials.
+        eventually("node 2 refused node 1 twice", || {
+            stats(&t1, 2).dial_failures >= failures + 2
+        })
+        .await;
+        t1.send(2, b"while removed".to_vec()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rx2.try_recv().is_err(),
+            "nothing arrives from a removed peer"
+        );
+        let s = stats(&t1, 2);
+        assert!(!s.connected);
+        assert_eq!(s.queued_len, 1, "the message waits in node 1's queue");
+
+        // Added again, node 1 is admitted: the waiting message leaves.
+        assert!(t2.add_peer(1, mesh.addrs[&1].to_string()).unwrap());
+        let m = recv(&mut rx2).await;
+        assert_eq!((m.from, m.payload.as_slice()), (1, &b"while removed"[..]));
+        t1.send(2, b"after".to_vec()).unwrap();
+        assert_eq!(recv(&mut rx2).await.payload, b"after");
+        t2.send(1, b"after".to_vec()).unwrap();
+        let m = recv(&mut rx1).await;
+        assert_eq!((m.from, m.payload.as_slice()), (2, &b"after"[..]));
+        assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err());
+        t1.shutdown().await;
+        t2.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_added_again_at_a_new_address_is_dialed_there() {
+        let mut mesh = Mesh::new(&[1, 2]);
+        let (t1, mut rx1) = mesh.start(1, test_limits());
+        let (t2, mut rx2) = mesh.start(2, test_limits());
+        t1.send(2, b"first".to_vec()).unwrap();
+        assert_eq!(recv(&mut rx2).await.payload, b"first");
+
+        // Node 2 moves: it stops, and starts again on another port.
+        t2.shutdown().await;
+        drop(rx2);
+        let moved = bind_loopback();
+        let new_addr = moved.local_addr().unwrap();
+        assert_ne!(new_addr, mesh.addrs[&2]);
+        let mut c2 = mesh.config(2, test_limits());
+        c2.listen = new_addr;
+        let (t2, mut rx2) = start_on(c2, moved);
+        eventually("node 1 saw node 2 go", || !stats(&t1, 2).connected).await;
+        // Queued for the old address; replacing the peer drops it.
+        t1.send(2, b"for the old address".to_vec()).unwrap();
+
+        let old = t1.shared.peers.get(2).unwrap();
+        assert!(t1.add_peer(2, new_addr.to_string()).unwrap());
+        assert!(!t1.add_peer(2, new_addr.to_string()).unwrap());
+        assert_eq!(t1.peers(), BTreeMap::from([(2, new_addr.to_string())]));
+        eventually("the writer for the old address ended", || {
+            Arc::strong_count(&old) == 1
+        })
+        .await;
+        assert_eq!(old.stats().queued_len, 0, "the old queue was dropped");
+
+        t1.send(2, b"second".to_vec()).unwrap();
+        let m = recv(&mut rx2).await;
+        assert_eq!((m.from, m.payload.as_slice()), (1, &b"second"[..]));
+        eventually("node 1 counted the one message", || {
+            stats(&t1, 2).sent_messages == 1
+        })
+        .await;
+        t2.send(1, b"from the new place".to_vec()).unwrap();
+        let m = recv(&mut rx1).await;
+        assert_eq!(
+            (m.from, m.payload.as_slice()),
+            (2, &b"from the new place"[..])
+        );
+        assert!(rx2.try_recv().is_err());
         t1.shutdown().await;
         t2.shutdown().await;
     }
