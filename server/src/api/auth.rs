@@ -565,10 +565,29 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
             .directory
             .read()
             .map_err(|_| ApiError::internal("directory lock poisoned"))?;
-        api.auth.caller(&claims, &dir)?
+        match api.auth.caller(&claims, &dir) {
+            Ok(c) => c,
+            // A node still catching up with its cluster (one just added,
+            // or back from a long absence) may not know a user the others
+            // know: that is "not yet", not "no".
+            Err(e) if e.code == codes::INVALID_TOKEN && !node_ready(api) => {
+                let mut a = ApiError::unavailable(
+                    "this node is catching up with the cluster and does not know this user yet; \
+                     retry, or ask another node",
+                );
+                a.code = "NODE:NOT_READY".into();
+                return Err(a);
+            }
+            Err(e) => return Err(e),
+        }
     };
     api.auth.rate_limit(&caller)?;
     Ok(caller)
+}
+
+/// Whether the node reports itself ready (`/readyz`).
+fn node_ready(api: &Api) -> bool {
+    api.status.read().map(|s| s.ready).unwrap_or(false)
 }
 
 impl FromRequest for Caller {
