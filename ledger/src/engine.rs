@@ -17,6 +17,7 @@ use crate::merkle;
 use crate::model::{
     IdDigest, Limits, PartitionId, Timestamp, Transaction, TxId, TxOutcome, Version,
 };
+use crate::replication::BlockCopy;
 use crate::state::{BlockChanges, ChangePositions, State};
 
 use crate::storage::{
@@ -515,6 +516,73 @@ impl Engine {
     /// acknowledge its transactions only then. Execution of the next batch
     /// overlaps the commit of this one.
     pub fn apply(&mut self, batch: OrderedBatch) -> Result<Arc<AppliedBlock>, LedgerError> {
+        self.apply_expecting(batch, None)
+    }
+
+    /// Executes a block copied from a peer (catching up from a snapshot)
+    /// and adopts it only if it comes out as the very block the peer sent:
+    /// same height, same hash (so the same transactions, outcomes and state
+    /// root). Otherwise nothing is written and the engine refuses any
+    /// further block (its in-memory state went past its chain): the node
+    /// must stop.
+    pub fn apply_copy(&mut self, copy: &BlockCopy) -> Result<Arc<AppliedBlock>, LedgerError> {
+        if copy.header.height != self.height() + 1 {
+            return Err(LedgerError::CatchUpMismatch {
+                height: copy.header.height,
+                claimed: copy.hash.to_hex(),
+                computed: format!("nothing: the chain is at height {}", self.height()),
+            });
+        }
+        self.apply_expecting(copy.batch(), Some(copy.hash))
+    }
+
+    /// Copies of the durable blocks from `from_height` on, for a peer that
+    /// catches up: at least one block (if any), then as many as keep the
+    /// total under about `bytes_max`.
+    pub fn blocks_after(
+        &mut self,
+        from_height: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<BlockCopy>, LedgerError> {
+        let tip = self.height();
+        if from_height == 0 || from_height > tip {
+            return Ok(Vec::new());
+        }
+        self.chain_writer.progress.wait_for(tip)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut height = from_height;
+        while height <= tip && (out.is_empty() || bytes < bytes_max) {
+            // Headers a few at a time: a chunk is a handful of large blocks
+            // or many small ones.
+            let to = (height + 63).min(tip);
+            for (header, hash, _) in self.chain.headers(height, to)? {
+                if !out.is_empty() && bytes >= bytes_max {
+                    break;
+                }
+                let txs = self
+                    .chain
+                    .block_txs(header.height)?
+                    .into_iter()
+                    .map(|(tx, _)| tx)
+                    .collect();
+                let copy = BlockCopy { header, hash, txs };
+                bytes += copy.size_hint();
+                height = copy.header.height + 1;
+                out.push(copy);
+            }
+            if height <= to {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply_expecting(
+        &mut self,
+        batch: OrderedBatch,
+        expect: Option<Hash>,
+    ) -> Result<Arc<AppliedBlock>, LedgerError> {
         if self.failed.is_none() {
             self.failed = self.chain_writer.progress.error();
         }
@@ -569,6 +637,17 @@ impl Engine {
             proposer: batch.proposer,
         };
         let hash = header.hash();
+        if let Some(claimed) = expect.filter(|c| *c != hash) {
+            let err = LedgerError::CatchUpMismatch {
+                height,
+                claimed: claimed.to_hex(),
+                computed: hash.to_hex(),
+            };
+            // The state in memory took the block's writes; the chain did
+            // not. Nothing more may be applied on top.
+            self.failed = Some(err.to_string());
+            return Err(err);
+        }
         self.known.extend(executed.digests.iter().copied());
         let block = Arc::new(AppliedBlock {
             header: header.clone(),
@@ -631,10 +710,10 @@ impl Engine {
     }
 
     /// Makes every block written so far durable in `chain.db` (even at
-    /// `synchronous=NORMAL`) and returns the Raft index of the latest such
-    /// block; `None` when the checkpoint could not copy everything (a
-    /// reader held an old snapshot): try again later.
-    pub fn sync_chain(&mut self) -> Result<Option<u64>, LedgerError> {
+    /// `synchronous=NORMAL`) and returns the latest such block (its header
+    /// carries its Raft index); `None` when the checkpoint could not copy
+    /// everything (a reader held an old snapshot): try again later.
+    pub fn sync_chain(&mut self) -> Result<Option<(BlockHeader, Hash)>, LedgerError> {
         let written = self.chain_writer.progress.done();
         if written == 0 {
             return Ok(None);
@@ -642,7 +721,7 @@ impl Engine {
         if !self.chain.checkpoint()? {
             return Ok(None);
         }
-        Ok(self.chain.header(written)?.map(|(h, _)| h.raft_index))
+        self.chain.header(written)
     }
 
     /// How far blocks are durable: wait on it before acknowledging a block's

@@ -119,6 +119,21 @@ pub enum LedgerError {
     /// raft-rs refused a configuration, a message or a configuration change.
     #[error("raft: {0}")]
     Raft(String),
+    /// Bytes that are not a snapshot point, a block copy or a
+    /// configuration change's context ([`crate::replication::catchup`]).
+    #[error("malformed catch-up data: {0}")]
+    MalformedCatchUp(String),
+    /// A block copied from a peer does not execute to the block the peer
+    /// sent (or does not reach the snapshot's block): the peer's chain and
+    /// this node's disagree. The node stops rather than adopt either.
+    #[error(
+        "block {height} copied from a peer has hash {claimed} but executes here to {computed}"
+    )]
+    CatchUpMismatch {
+        height: u64,
+        claimed: String,
+        computed: String,
+    },
 }
 
 impl LedgerError {
@@ -140,6 +155,8 @@ impl LedgerError {
             LedgerError::RaftAppliedAhead { .. } => "LEDGER:RAFT_APPLIED_AHEAD",
             LedgerError::RaftCompactedPastChain { .. } => "LEDGER:RAFT_COMPACTED_PAST_CHAIN",
             LedgerError::Raft(_) => "LEDGER:RAFT",
+            LedgerError::MalformedCatchUp(_) => "LEDGER:MALFORMED_CATCH_UP",
+            LedgerError::CatchUpMismatch { .. } => "LEDGER:CATCH_UP_MISMATCH",
         }
     }
 }

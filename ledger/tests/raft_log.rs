@@ -161,9 +161,9 @@ fn compaction_keeps_the_last_dropped_term() {
     let ents: Vec<Entry> = (1..=9).map(|i| entry(i, i.div_ceil(3), b"x")).collect();
     log.persist(&ents, Some(&hard_state(3, 1, 7))).unwrap();
 
-    assert!(refused(log.compact(8)), "entry 8 is not committed");
-    log.compact(4).unwrap();
-    log.compact(2).unwrap(); // already compacted: nothing to do
+    assert!(refused(log.compact(8, b"")), "entry 8 is not committed");
+    log.compact(4, b"").unwrap();
+    log.compact(2, b"").unwrap(); // already compacted: nothing to do
     assert_eq!(log.first_index().unwrap(), 5);
     assert_eq!(log.term(4).unwrap(), 2, "term(first_index - 1)");
     assert_eq!(
@@ -194,7 +194,7 @@ fn compaction_keeps_the_last_dropped_term() {
     // Compacting every committed entry of a fully committed log leaves it
     // empty, yet it still knows the last term and where to append.
     log.persist(&[], Some(&hard_state(3, 1, 9))).unwrap();
-    log.compact(9).unwrap();
+    log.compact(9, b"").unwrap();
     assert_eq!(
         (log.first_index().unwrap(), log.last_index().unwrap()),
         (10, 9)
@@ -271,7 +271,7 @@ fn refused_writes_leave_everything_unchanged() {
     );
     let ents: Vec<Entry> = (1..=5).map(|i| entry(i, 2, b"x")).collect();
     log.persist(&ents, Some(&hard_state(2, 1, 2))).unwrap();
-    log.compact(1).unwrap();
+    log.compact(1, b"").unwrap();
     let before = seen(&log);
     let attempts: Vec<(&str, Result<(), LedgerError>)> = vec![
         (
@@ -301,7 +301,7 @@ fn refused_writes_leave_everything_unchanged() {
             "term beyond SQLite's INTEGER",
             log.persist(&[entry(6, u64::MAX, b"x")], None),
         ),
-        ("compact past commit", log.compact(3)),
+        ("compact past commit", log.compact(3, b"")),
     ];
     for (what, r) in attempts {
         assert!(refused(r), "{what} was not refused");
@@ -556,7 +556,7 @@ fn run(ops: &[Op]) {
                 if to > base {
                     model.dropped = Some((to, model.term(to)));
                 }
-                log.compact(to).unwrap();
+                log.compact(to, b"").unwrap();
                 model.mem.wl().compact(to + 1).unwrap();
             }
             Op::Snapshot {
@@ -575,7 +575,7 @@ fn run(ops: &[Op]) {
                 model.dropped = None;
             }
             Op::ConfState { voters: ids } => {
-                log.set_conf_state(&voters(ids)).unwrap();
+                log.set_conf_state(&voters(ids), 0).unwrap();
                 model.mem.wl().set_conf_state(voters(ids));
             }
             Op::Gap => {
@@ -708,7 +708,7 @@ fn a_single_node_cluster_commits_and_recovers() {
     assert_eq!(more[1].get_data(), b"tx 8");
 
     // The applied prefix can then be compacted away.
-    node.mut_store().compact(11).unwrap();
+    node.mut_store().compact(11, b"").unwrap();
     assert_eq!(node.store().first_index().unwrap(), 12);
     node.propose(vec![], b"tx 9".to_vec()).unwrap();
     drive(&mut node, &mut more);

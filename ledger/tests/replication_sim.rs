@@ -98,7 +98,7 @@
 mod support;
 
 use ledger::engine::{AppliedBlock, Engine, EngineConfig};
-use ledger::replication::{Committed, Proposal, Replica, ReplicaConfig};
+use ledger::replication::{CatchUp, Committed, Proposal, Replica, ReplicaConfig, SnapshotPoint};
 use ledger::storage::Sync;
 use ledger::{codes, Hash, Timestamp, Transaction};
 use raft::eraftpb::Message;
@@ -124,13 +124,14 @@ const EVENTS_KEPT: usize = 60;
 /// Acknowledged ids whose receipt is read back from disk, per run.
 const RECEIPTS_CHECKED: usize = 8;
 
-fn replica_config(timeout: usize, applied: u64) -> ReplicaConfig {
+fn replica_config(timeout: usize, applied: u64, height: u64) -> ReplicaConfig {
     ReplicaConfig {
         election_tick: ELECTION_TICK,
         heartbeat_tick: 2,
         max_size_per_msg: 64 * 1024,
         max_inflight_msgs: 16,
         applied,
+        height,
         // Pinned: no draw from raft-rs's thread_rng can change the run.
         min_election_tick: timeout,
         max_election_tick: timeout + 1,
@@ -223,10 +224,10 @@ struct Node {
     handed: u64,
     /// The highest term it reported, across restarts.
     term: u64,
-    /// The Raft index of the chain tip in its newest checkpoint: what a
-    /// crash that loses the engine's tail keeps, so the most it may
-    /// compact its log to.
-    durable_index: u64,
+    /// The chain tip in its newest checkpoint (Raft index, height, hash):
+    /// what a crash that loses the engine's tail keeps, so the most it may
+    /// compact its log to, and the point a snapshot of its log names.
+    durable: (u64, u64, Hash),
 }
 
 /// A block as first applied anywhere.
@@ -303,6 +304,11 @@ stats! {
     duplicates,
     /// Raft log compactions.
     compactions,
+    /// Snapshots installed, blocks copied from peers to reach them, and
+    /// restarts that resumed a catch-up.
+    snapshots,
+    blocks_copied,
+    catch_up_restarts,
 }
 
 struct Sim {
@@ -360,7 +366,7 @@ impl Sim {
                 chain: Vec::new(),
                 handed: 0,
                 term: 0,
-                durable_index: 0,
+                durable: (0, 0, Hash::ZERO),
             })
             .collect();
         let mut sim = Sim {
@@ -454,10 +460,11 @@ impl Sim {
         let (height, index, hash) = engine.tip().map_or((0, 0, None), |(h, hash)| {
             (h.height, h.raft_index, Some(*hash))
         });
-        let config = replica_config(self.nodes[i].timeout, index);
-        let replica = Replica::open(self.nodes[i].raft_dir.path(), id, &self.voters, config)
+        let config = replica_config(self.nodes[i].timeout, index, height);
+        let mut replica = Replica::open(self.nodes[i].raft_dir.path(), id, &self.voters, config)
             .unwrap_or_else(|e| self.fail(format!("node {id}: replica open at {index}: {e}")));
-        if replica.applied_index() != index {
+        let catch_up = replica.catch_up();
+        if catch_up.is_none() && replica.applied_index() < index {
             self.fail(format!(
                 "node {id} resumes at index {}, its chain's tip is at {index}",
                 replica.applied_index()
@@ -472,8 +479,22 @@ impl Sim {
             ));
         }
         node.chain.truncate(height as usize);
-        node.handed = index;
+        node.handed = replica.applied_index();
         node.crash_in_ready = None;
+        let mut engine = engine;
+        if let Some(c) = catch_up {
+            // It installed a snapshot and stopped before its chain reached
+            // the snapshot's block: that comes first.
+            self.stats.catch_up_restarts += 1;
+            if !self.catch_up(i, &c, &mut engine) {
+                self.event(format!(
+                    "node {id} restarts behind a snapshot, finds no peer to copy from, stops"
+                ));
+                self.nodes[i].restart_at = self.now + 5;
+                return;
+            }
+        }
+        let node = &mut self.nodes[i];
         node.up = Some((replica, engine));
         self.stats.reapplied += had - height;
         if self.now > 0 {
@@ -530,20 +551,22 @@ impl Sim {
         if let Err(e) = engine.flush() {
             self.fail(format!("node {}: flush: {e}", self.nodes[i].id));
         }
-        let tip = engine.tip().map_or(0, |(h, _)| h.raft_index);
+        let tip = engine.tip().map_or((0, 0, Hash::ZERO), |(h, hash)| {
+            (h.raft_index, h.height, *hash)
+        });
         let node = &mut self.nodes[i];
         let cp = temp_dir();
         copy_files(node.engine_dir.path(), cp.path(), |_| true);
         node.checkpoints.swap(0, 1);
         node.checkpoints[1] = Some(cp);
-        node.durable_index = tip;
+        node.durable = tip;
     }
 
-    /// Compacts node `i`'s log as the server's runtime does: below the
-    /// lowest index every voter has (the leader's progress), and never above
-    /// what the node's chain keeps through a crash, minus a few entries.
-    /// No peer then ever needs a compacted entry: a snapshot arriving
-    /// anywhere fails the run.
+    /// Compacts node `i`'s log as the server's runtime does: never above
+    /// what the node's chain keeps through a crash, minus a few entries,
+    /// and usually below the lowest index every voter has (the leader's
+    /// progress); sometimes past it (as the runtime does for a voter too
+    /// far behind), so that a leader sends snapshots.
     fn compact(&mut self, i: usize) {
         const EVERY: u64 = 4;
         const KEEP: u64 = 2;
@@ -562,22 +585,46 @@ impl Sim {
             }
             None => return,
         };
-        let durable = self.nodes[i].durable_index;
+        let (durable, durable_height, _) = self.nodes[i].durable;
+        let past_safe = self.chance(300);
+        let limit = if past_safe {
+            durable
+        } else {
+            safe.min(durable)
+        }
+        .saturating_sub(KEEP);
+        // The base is a block's index: the newest durable block at or below
+        // the limit (the record's blocks are every node's).
+        let Some((height, block)) = self.chain[..durable_height as usize]
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, b)| b.index <= limit)
+        else {
+            return;
+        };
+        let (to, point) = (
+            block.index,
+            SnapshotPoint {
+                height: height as u64 + 1,
+                hash: block.hash,
+                ..SnapshotPoint::default()
+            },
+        );
         let id = self.nodes[i].id;
         let Some((replica, _)) = &mut self.nodes[i].up else {
             return;
         };
-        let point = safe.min(durable).saturating_sub(KEEP);
         let base = replica.first_index() - 1;
-        if point < base + EVERY {
+        if to < base + EVERY {
             return;
         }
-        match replica.compact(point) {
+        match replica.compact(to, &point) {
             Ok(to) => {
                 self.stats.compactions += 1;
                 self.event(format!("node {id} compacts its log to {to}"));
             }
-            Err(e) => self.fail(format!("node {id}: compacting to {point}: {e}")),
+            Err(e) => self.fail(format!("node {id}: compacting to {to}: {e}")),
         }
     }
 
@@ -641,10 +688,19 @@ impl Sim {
         let out = replica
             .ready()
             .unwrap_or_else(|e| self.fail(format!("node {id}: ready: {e}")));
-        if let Some(s) = out.snapshot {
-            // Logs are compacted only below what every voter has, so no
-            // leader has cause to send one.
-            self.fail(format!("node {id} was sent a snapshot at {s:?}"));
+        if let Some(c) = &out.snapshot {
+            self.stats.snapshots += 1;
+            self.event(format!(
+                "node {id} installs a snapshot at index {} (block {})",
+                c.index, c.point.height
+            ));
+            self.nodes[i].handed = self.nodes[i].handed.max(c.index);
+            if !self.catch_up(i, c, &mut engine) {
+                // No peer has the blocks: stop; the restart tries again.
+                self.event(format!("node {id} finds no peer to copy blocks from"));
+                self.crash(i, replica, engine, false);
+                return;
+            }
         }
         if out.term < self.nodes[i].term {
             self.fail(format!(
@@ -669,6 +725,10 @@ impl Sim {
         };
         for c in out.committed.into_iter().take(apply) {
             self.check_commit(i, &c);
+            if engine.tip().is_some_and(|(h, _)| c.index <= h.raft_index) {
+                // Its block came with a catch-up.
+                continue;
+            }
             let (index, term, proposer) = (c.index, c.term, c.proposer);
             let block = engine.apply(c.into_batch()).unwrap_or_else(|e| {
                 self.fail(format!(
@@ -695,6 +755,67 @@ impl Sim {
         for m in out.messages {
             self.send(m);
         }
+    }
+
+    /// Brings node `i`'s chain up to a snapshot's block by copying blocks
+    /// from a running peer that has them and executing each (the runtime
+    /// does the same over the network); false when no running peer has
+    /// them.
+    fn catch_up(&mut self, i: usize, c: &CatchUp, engine: &mut Engine) -> bool {
+        let id = self.nodes[i].id;
+        let target = c.point.height;
+        let from = engine.height();
+        while engine.height() < target {
+            let peer = (0..self.size()).find(|&j| {
+                j != i
+                    && self.nodes[j]
+                        .up
+                        .as_ref()
+                        .is_some_and(|(_, e)| e.height() >= target)
+            });
+            let Some(j) = peer else {
+                return false;
+            };
+            let Some((_, source)) = &mut self.nodes[j].up else {
+                return false;
+            };
+            let copies = source
+                .blocks_after(engine.height() + 1, 16 * 1024)
+                .unwrap_or_else(|e| self.fail(format!("node {}: blocks_after: {e}", j + 1)));
+            if copies.is_empty() {
+                self.fail(format!(
+                    "node {} has no block after {}",
+                    j + 1,
+                    engine.height()
+                ));
+            }
+            // Exactly up to the snapshot's block: the log holds what follows.
+            for copy in copies.into_iter().filter(|c| c.header.height <= target) {
+                let block = engine.apply_copy(&copy).unwrap_or_else(|e| {
+                    self.fail(format!(
+                        "node {id} cannot adopt block {} copied from node {}: {e}",
+                        copy.header.height,
+                        j + 1
+                    ))
+                });
+                let h = &block.header;
+                let (index, term, proposer) = (h.raft_index, h.raft_term, h.proposer);
+                self.check_block(i, index, term, proposer, &block);
+                if proposer == id {
+                    self.acknowledge(&block);
+                }
+            }
+        }
+        if target > 0 && self.nodes[i].chain.get(target as usize - 1) != Some(&c.point.hash) {
+            self.fail(format!(
+                "node {id} caught up to block {target}, not the snapshot's {}",
+                c.point.hash.to_hex()
+            ));
+        }
+        let to = engine.height();
+        self.stats.blocks_copied += to - from;
+        self.event(format!("node {id} copied blocks {}..={to}", from + 1));
+        true
     }
 
     // -- Checks as the run goes ------------------------------------------------
@@ -1015,6 +1136,27 @@ impl Sim {
             })
     }
 
+    /// Each node's chain height and Raft state, for a failure's message.
+    fn node_states(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| match &n.up {
+                Some((r, _)) => format!(
+                    "{} (height {}, leader {:?}, first {}, last {}, commit {}, applied {})",
+                    n.id,
+                    n.chain.len(),
+                    r.leader(),
+                    r.first_index(),
+                    r.last_index(),
+                    r.commit_index(),
+                    r.applied_index()
+                ),
+                None => format!("{} (down)", n.id),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The checks on the healed cluster (see the header).
     fn check_healed(&mut self) {
         let height = self.chain.len() as u64;
@@ -1124,7 +1266,9 @@ fn run(size: usize, seed: u64) -> (Stats, Option<Hash>) {
             let pending = sim.client.pending.len();
             sim.fail(format!(
                 "not settled {HEAL_STEPS_MAX} steps after healing ({pending} transactions \
-                 unacknowledged)"
+                 unacknowledged; {} blocks; nodes: {})",
+                sim.chain.len(),
+                sim.node_states()
             ));
         }
         sim.submit(false);
@@ -1201,6 +1345,8 @@ fn simulate(size: usize, default: u64) {
             ("resubmissions", total.resubmitted),
             ("duplicate ids rejected", total.duplicates),
             ("log compactions", total.compactions),
+            ("snapshots installed", total.snapshots),
+            ("blocks copied from peers", total.blocks_copied),
         ] {
             assert!(n > 0, "{size} nodes: no {what} in {} seeds", seeds.len());
         }

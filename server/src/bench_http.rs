@@ -120,7 +120,13 @@ impl Conn {
         Ok((status, buf))
     }
 
-    fn json(
+    /// Waits at most this long for an answer (120 s by default).
+    pub(crate) fn set_timeout(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.writer.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
+    pub(crate) fn json(
         &mut self,
         method: &str,
         path: &str,

@@ -60,6 +60,51 @@ pub enum ClusterCommand {
     /// Show each node's role, term, leader, commit and applied index (from
     /// `/v1/cluster/status`; plain HTTP, as on a loopback cluster).
     Status(StatusArgs),
+    /// Add a node to the cluster (start it with `--join` first): it joins
+    /// as a learner, catches up, then becomes a voter (joint consensus).
+    /// Prints the new configuration. Safe to repeat.
+    Add(AddMemberArgs),
+    /// Remove a node from the cluster (a leader hands over first), then
+    /// stop it. Safe to repeat.
+    Remove(RemoveMemberArgs),
+}
+
+/// Who asks, and where.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A member node's API address (plain HTTP, as on a loopback cluster).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// An admin, `name@org`.
+    #[arg(long, env = "PARLEDGER_ADMIN")]
+    pub user: String,
+    /// The admin's password.
+    #[arg(long, env = "PARLEDGER_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    /// Seconds to wait for the change to be applied (at most 600).
+    #[arg(long, default_value_t = 120)]
+    pub wait_s: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AddMemberArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The new node's id (its cluster certificate names `node-ID.parledger`).
+    #[arg(long)]
+    pub node_id: u64,
+    /// Where the members reach its cluster listener, `HOST:PORT`.
+    #[arg(long)]
+    pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveMemberArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The node to remove.
+    #[arg(long)]
+    pub node_id: u64,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +228,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Cluster(ClusterCommand::Status(args)) => crate::tools::cluster_status(&args),
+        Command::Cluster(ClusterCommand::Add(args)) => crate::tools::cluster_change(
+            &args.admin,
+            "POST",
+            "/v1/cluster/members".into(),
+            Some(serde_json::json!({
+                "node_id": args.node_id,
+                "address": args.address,
+                "wait_s": args.admin.wait_s,
+            })),
+        ),
+        Command::Cluster(ClusterCommand::Remove(args)) => crate::tools::cluster_change(
+            &args.admin,
+            "DELETE",
+            format!(
+                "/v1/cluster/members/{}?wait_s={}",
+                args.node_id, args.admin.wait_s
+            ),
+            None,
+        ),
         Command::Cluster(ClusterCommand::Certs(args)) => {
             for path in crate::cluster::certs::write_dev_certs(&args.ca_out, &args.out, args.nodes)?
             {

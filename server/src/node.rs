@@ -115,10 +115,22 @@ pub struct ClusterArgs {
         requires_all = ["cluster_listen", "cluster_cert", "cluster_key", "cluster_ca"]
     )]
     pub node_id: Option<u64>,
-    /// Another founding node, `ID=HOST:PORT` (its cluster listener).
-    /// Repeatable; every founding node must be given the same set.
+    /// Another node, `ID=HOST:PORT` (its cluster listener). Repeatable;
+    /// every founding node must be given the same set. A node started with
+    /// `--join` is given the current members.
     #[arg(long = "peer", value_parser = parse_peer, requires = "node_id")]
     pub peers: Vec<(u64, String)>,
+    /// Join a running cluster instead of founding one: the node starts
+    /// without a configuration, neither votes nor campaigns, and waits for
+    /// the leader's snapshot once an admin adds it
+    /// (`parledger cluster add`). A node added at runtime is always started
+    /// with it (it is ignored once the node's Raft log exists).
+    #[arg(long, env = "PARLEDGER_JOIN", requires = "node_id")]
+    pub join: bool,
+    /// Where peers reach this node's cluster listener, as configuration
+    /// changes and snapshots tell other members (default: --cluster-listen).
+    #[arg(long, env = "PARLEDGER_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
     /// Where peers connect to this node (mutual TLS).
     #[arg(long, env = "PARLEDGER_CLUSTER_LISTEN")]
     pub cluster_listen: Option<SocketAddr>,
@@ -159,13 +171,18 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 1)]
     pub proposals_in_flight: usize,
     /// Compact the Raft log once this many entries can go (0: never). Only
-    /// entries every voter has and this node's chain holds durably go, so
-    /// a voter that is down holds compaction back.
+    /// entries this node's chain holds durably go, and only those every
+    /// voter has (unless one is more than --raft-compact-lag-max behind).
     #[arg(long, default_value_t = 10_000)]
     pub raft_compact_every: u64,
     /// Entries kept below the compaction point, for peers a little behind.
     #[arg(long, default_value_t = 1_000)]
     pub raft_compact_keep: u64,
+    /// A voter more than this many entries behind no longer holds
+    /// compaction back; when it returns it is sent a snapshot and copies
+    /// the blocks it lacks from a peer.
+    #[arg(long, default_value_t = 100_000)]
+    pub raft_compact_lag_max: u64,
     /// Seconds a submission waits to be applied before `NODE:NOT_COMMITTED`.
     #[arg(long, default_value_t = 30)]
     pub commit_timeout_s: u64,
@@ -640,9 +657,15 @@ fn start_cluster(
         "a node id is given twice in --peer"
     );
     anyhow::ensure!(!peers.contains_key(&id), "--peer lists this node ({id})");
-    let mut voters: Vec<u64> = peers.keys().copied().collect();
-    voters.push(id);
-    voters.sort_unstable();
+    // A joining node has no configuration until the leader's snapshot.
+    let voters: Vec<u64> = if c.join {
+        Vec::new()
+    } else {
+        let mut v: Vec<u64> = peers.keys().copied().collect();
+        v.push(id);
+        v.sort_unstable();
+        v
+    };
     let tick = Duration::from_millis(c.raft_tick_ms.max(1));
     let config = runtime::RuntimeConfig {
         node_id: id,
@@ -665,6 +688,11 @@ fn start_cluster(
         read_timeout: tick * (4 * c.election_ticks as u32).max(10),
         compact_every: c.raft_compact_every,
         compact_keep: c.raft_compact_keep,
+        compact_lag_max: c.raft_compact_lag_max,
+        cluster_address: c
+            .cluster_advertise
+            .clone()
+            .unwrap_or_else(|| listen.to_string()),
     };
     let transport = transport::TransportConfig {
         node_id: id,

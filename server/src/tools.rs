@@ -168,6 +168,54 @@ pub fn sign(args: &crate::cli::SignArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `parledger cluster add` and `remove`: signs in as the admin, asks for
+/// the change and prints the configuration it led to.
+pub fn cluster_change(
+    args: &crate::cli::AdminArgs,
+    method: &str,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
+    use crate::cluster::runtime::ClusterStatus;
+    use anyhow::Context as _;
+    let (user, org) = args.user.split_once('@').context("--user is name@org")?;
+    let mut c = crate::bench_http::Conn::open(args.addr)?;
+    c.set_timeout(std::time::Duration::from_secs(
+        args.wait_s.clamp(1, 600) + 30,
+    ))?;
+    let (status, answer) = c.json(
+        "POST",
+        "/v1/auth/token",
+        None,
+        &serde_json::json!({"org": org, "username": user, "password": args.password}),
+    )?;
+    anyhow::ensure!(status == 200, "sign-in failed: HTTP {status} {answer}");
+    let token = answer["access_token"]
+        .as_str()
+        .context("no access_token in the sign-in answer")?
+        .to_string();
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    let (status, answer) = c.request(method, &path, Some(&token), bytes.as_deref())?;
+    if status != 200 {
+        let problem: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        eprintln!(
+            "HTTP {status} {}: {}",
+            problem["code"].as_str().unwrap_or("?"),
+            problem["detail"].as_str().unwrap_or("")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let s: ClusterStatus = serde_json::from_slice(&answer)?;
+    println!(
+        "voters {:?}  learners {:?}  leader {}  term {}",
+        s.voters,
+        s.learners,
+        s.leader.map_or_else(|| "-".to_string(), |l| l.to_string()),
+        s.term
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `parledger cluster status`: one line per node asked, then the members
 /// as the first node that answered sees them.
 pub fn cluster_status(args: &crate::cli::StatusArgs) -> anyhow::Result<ExitCode> {

@@ -131,11 +131,14 @@ struct Node {
     paused: bool,
 }
 
-/// Three nodes and their directory; every child is killed on drop (and
-/// their logs printed when the test is failing).
+/// Three founding nodes (and any added later) and their directory; every
+/// child is killed on drop (and their logs printed when the test is
+/// failing).
 struct Cluster {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
+    /// The nodes in the configuration now (indexes into `nodes`).
+    members: Vec<usize>,
     started: Instant,
     /// What the test did, when: printed on failure.
     timeline: Mutex<Vec<(Duration, String)>>,
@@ -149,20 +152,26 @@ impl Cluster {
     }
 
     fn start_with(extra: &[&str]) -> Cluster {
+        Cluster::start_sized(NODES, extra)
+    }
+
+    /// Certificates for `total` nodes; the first [`NODES`] found the
+    /// cluster, the others are started later with `--join`.
+    fn start_sized(total: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).into_os_string();
         run_parledger([
             "cluster".into(),
             "certs".into(),
             "--nodes".into(),
-            NODES.to_string().into(),
+            total.to_string().into(),
             "--ca-out".into(),
             path("ca"),
             "--out".into(),
             path("certs"),
         ]);
         run_parledger(["keygen".into(), "--out".into(), path("jwt-ed25519.pem")]);
-        let nodes = (1..=NODES as u64)
+        let nodes = (1..=total as u64)
             .map(|id| Node {
                 id,
                 api: free_port(),
@@ -174,6 +183,7 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             nodes,
+            members: (0..NODES).collect(),
             started: Instant::now(),
             timeline: Mutex::new(Vec::new()),
             extra: extra.iter().map(|a| a.to_string()).collect(),
@@ -228,10 +238,15 @@ impl Cluster {
             .arg("--jwt-key")
             .arg(d.join("jwt-ed25519.pem"))
             .args(["--raft-tick-ms", &TICK_MS.to_string()]);
-        for p in &self.nodes {
-            if p.id != n.id {
+        // Founders name each other; a node added later names every other
+        // node (the members it is to join among them) and joins.
+        for (j, p) in self.nodes.iter().enumerate() {
+            if p.id != n.id && (i >= NODES || j < NODES) {
                 cmd.args(["--peer", &format!("{}=127.0.0.1:{}", p.id, p.peer)]);
             }
+        }
+        if i >= NODES {
+            cmd.arg("--join");
         }
         if demo {
             cmd.arg("--demo");
@@ -289,9 +304,11 @@ impl Cluster {
         self.nodes[i].paused = false;
     }
 
-    /// Nodes running and not paused.
+    /// Members running and not paused.
     fn live(&self) -> Vec<usize> {
-        (0..NODES)
+        self.members
+            .iter()
+            .copied()
             .filter(|&i| self.nodes[i].child.is_some() && !self.nodes[i].paused)
             .collect()
     }
@@ -370,9 +387,15 @@ impl Cluster {
         let t = Instant::now();
         let mut last = Vec::new();
         loop {
-            let cluster: Vec<Option<Value>> = (0..NODES).map(|i| self.cluster_status(i)).collect();
-            let status: Vec<Option<Value>> = (0..NODES)
-                .map(|i| get_json(self.port(i), "/v1/status", None))
+            let cluster: Vec<Option<Value>> = self
+                .members
+                .iter()
+                .map(|&i| self.cluster_status(i))
+                .collect();
+            let status: Vec<Option<Value>> = self
+                .members
+                .iter()
+                .map(|&i| get_json(self.port(i), "/v1/status", None))
                 .collect();
             // One leader in one term, every node applied all it knows
             // committed, and none stopped applying.
@@ -419,7 +442,7 @@ impl Cluster {
                 eprintln!("[{:>6.2} s] {what}", at.as_secs_f64());
             }
         }
-        for i in 0..NODES {
+        for i in 0..self.nodes.len() {
             let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             eprintln!(
@@ -440,12 +463,12 @@ impl Drop for Cluster {
             self.dump_logs();
         }
         if let Some(d) = std::env::var_os(KEEP_LOGS) {
-            for i in 0..NODES {
+            for i in 0..self.nodes.len() {
                 let to = PathBuf::from(&d).join(format!("node-{}.log", self.nodes[i].id));
                 let _ = std::fs::copy(self.log_path(i), to);
             }
         }
-        for i in 0..NODES {
+        for i in 0..self.nodes.len() {
             self.kill(i);
         }
     }
@@ -744,6 +767,26 @@ fn sign_in(port: u16, user: &str) -> String {
 
 // ---------------------------------------------------------------------------
 
+/// Stops the clients; every transaction was answered, and the attempts that
+/// failed met a node that was down, stopped, joining or removed (no
+/// answer) or could not order for now (503 `NODE:*`), never a client
+/// error.
+fn stop_load(c: &Cluster, load: Load) -> Vec<Ack> {
+    let (acks, unanswered, retries) = load.stop();
+    c.note(format!(
+        "load stopped: {} transactions acknowledged; retries {retries:?}",
+        acks.len()
+    ));
+    assert!(unanswered.is_empty(), "never answered: {unanswered:?}");
+    for why in retries.keys() {
+        assert!(
+            why == "no answer" || why.starts_with("503 NODE:"),
+            "a client saw an unexpected answer: {retries:?}"
+        );
+    }
+    acks
+}
+
 /// Waits for the clients to recover from the fault at `fault` (and, when
 /// it deposed a leader, for a new one); notes and returns the times.
 fn recovery(
@@ -858,18 +901,7 @@ fn acknowledged_transfers_survive_kills_restarts_and_a_paused_leader() {
     }
 
     // 4. Stop the load and compare the nodes.
-    let (acks, unanswered, retries) = load.stop();
-    c.note(format!(
-        "load stopped: {} transactions acknowledged; retries {retries:?}",
-        acks.len()
-    ));
-    assert!(unanswered.is_empty(), "never answered: {unanswered:?}");
-    for why in retries.keys() {
-        assert!(
-            why == "no answer" || why.starts_with("503 NODE:"),
-            "a client saw an unexpected answer: {retries:?}"
-        );
-    }
+    let acks = stop_load(&c, load);
     let (status, settle) = c.wait_converged(CATCH_UP_BOUND);
     let height = status[0]["height"].as_u64().unwrap();
     c.note(format!(
@@ -1099,13 +1131,34 @@ fn linearizable_reads_see_every_acknowledged_write() {
     }
 }
 
+/// A metric of node `i`, as `/metrics` shows it (0 when absent).
+fn metric(c: &Cluster, i: usize, name: &str) -> f64 {
+    let Some(r) = get(c.port(i), "/metrics", None, PROBE_TIMEOUT) else {
+        return 0.0;
+    };
+    r.text()
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// With a small compaction threshold every node compacts its Raft log
-/// under load, yet a follower killed meanwhile catches up from the log when
-/// it comes back (its frozen progress holds the others' compaction back),
-/// and all three end with the same chain.
+/// under load, past a follower that is down (it falls more than
+/// `--raft-compact-lag-max` entries behind): when it comes back the leader
+/// sends it a snapshot, it copies the blocks it lacks from a peer,
+/// executing each one, then follows the log, and all three end with the
+/// same chain.
 #[test]
-fn compaction_keeps_a_returning_follower_in_step() {
-    let mut c = Cluster::start_with(&["--raft-compact-every", "40", "--raft-compact-keep", "5"]);
+fn a_follower_left_behind_by_compaction_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start_with(&[
+        "--raft-compact-every",
+        "40",
+        "--raft-compact-keep",
+        "5",
+        "--raft-compact-lag-max",
+        "20",
+    ]);
     for i in 0..NODES {
         c.wait_ready(i, START_BOUND);
     }
@@ -1117,40 +1170,256 @@ fn compaction_keeps_a_returning_follower_in_step() {
         get_json(c.port(i), "/v1/cluster/status", None)
             .map_or(0, |v| v["first_index"].as_u64().unwrap_or(0))
     };
-    let deadline = Instant::now() + CATCH_UP_BOUND;
-    while (0..NODES).any(|i| first_index(&c, i) <= 1) {
-        assert!(Instant::now() < deadline, "no node compacted its log");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let leader = c.wait_leader(None, Instant::now()).0;
     let follower = (0..NODES).find(|&i| i != leader).unwrap();
+    let follower_applied = get_json(c.port(follower), "/v1/cluster/status", None).unwrap()
+        ["applied_index"]
+        .as_u64()
+        .unwrap();
     c.kill(follower);
-    let height = |c: &Cluster, i: usize| {
-        get_json(c.port(i), "/v1/status", None).map_or(0, |v| v["height"].as_u64().unwrap_or(0))
-    };
-    let down_at = height(&c, leader);
+    c.note(format!(
+        "SIGKILL follower node {} at index {follower_applied}",
+        c.nodes[follower].id
+    ));
+    // The others compact past everything the follower has.
     let deadline = Instant::now() + CATCH_UP_BOUND;
-    while height(&c, leader) < down_at + 150 {
+    while (0..NODES)
+        .filter(|&i| i != follower)
+        .any(|i| first_index(&c, i) <= follower_applied + 1)
+    {
         assert!(
             Instant::now() < deadline,
-            "the load stalled with a follower down"
+            "the others did not compact past the follower"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    c.note("the others compacted past the follower");
     c.spawn(follower, false);
-    c.wait_ready(follower, CATCH_UP_BOUND);
+    let caught = c.wait_ready(follower, CATCH_UP_BOUND);
+    c.note(format!("the follower is ready after {}", secs(caught)));
     let (acks, unanswered, _) = load.stop();
     assert!(unanswered.is_empty(), "never answered: {unanswered:?}");
     assert!(!acks.is_empty());
     let (status, _) = c.wait_converged(CATCH_UP_BOUND);
-    assert!(status[0]["height"].as_u64().unwrap() > start_height + 150);
+    assert!(status[0]["height"].as_u64().unwrap() > start_height + 20);
+    assert!(
+        metric(&c, follower, "parledger_raft_snapshots_installed_total") >= 1.0,
+        "the follower installed no snapshot"
+    );
+    assert!(
+        metric(&c, follower, "parledger_raft_blocks_copied_total") >= 1.0,
+        "the follower copied no block"
+    );
     for i in 0..NODES {
         let v = get_json(c.port(i), "/v1/cluster/status", None).unwrap();
         assert!(v["failed"].is_null(), "node {}: {v}", i + 1);
         assert!(
-            v["first_index"].as_u64().unwrap() > 1,
+            v["first_index"].as_u64().unwrap() > 2,
             "node {}: {v}",
             i + 1
         );
     }
+}
+
+/// `parledger cluster add` / `remove` as the demo admin.
+fn membership(c: &Cluster, via: usize, args: &[&str]) -> String {
+    let mut all = vec![
+        "cluster".to_string(),
+        args[0].to_string(),
+        "--addr".into(),
+        format!("127.0.0.1:{}", c.port(via)),
+        "--user".into(),
+        "admin@acme-bank".into(),
+        "--password".into(),
+        DEMO_PASSWORD.into(),
+        "--wait-s".into(),
+        "60".into(),
+    ];
+    all.extend(args[1..].iter().map(|a| a.to_string()));
+    run_parledger(all)
+}
+
+/// The configuration as node `i` applied it: (voters, learners).
+fn configuration(c: &Cluster, i: usize) -> (Value, Value) {
+    let v = c.cluster_status(i).unwrap();
+    (v["voters"].clone(), v["learners"].clone())
+}
+
+/// Waits until every member has applied the configuration of `voters`,
+/// out of joint consensus, with no learner.
+fn wait_configuration(c: &Cluster, voters: &Value) {
+    let t = Instant::now();
+    loop {
+        let views: Vec<Option<Value>> = c.members.iter().map(|&i| c.cluster_status(i)).collect();
+        if views.iter().all(|v| {
+            v.as_ref().is_some_and(|v| {
+                &v["voters"] == voters && v["learners"] == json!([]) && v["joint"] == false
+            })
+        }) {
+            return;
+        }
+        assert!(
+            t.elapsed() < CATCH_UP_BOUND,
+            "the members did not all apply voters {voters}: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Under load, the cluster grows from three voters to five (two nodes
+/// started with `--join`, added with `parledger cluster add` after the logs
+/// were compacted, so each catches up from a snapshot), then shrinks back
+/// to three by removing the leader and a founder (`parledger cluster
+/// remove`): the clients keep being answered, no acknowledged transfer is
+/// lost or applied twice, and the remaining nodes end with the same chain.
+#[test]
+fn the_cluster_grows_to_five_and_shrinks_back_to_three_under_load() {
+    let mut c = Cluster::start_sized(
+        5,
+        &["--raft-compact-every", "30", "--raft-compact-keep", "5"],
+    );
+    for i in 0..NODES {
+        c.wait_ready(i, START_BOUND);
+    }
+    let token = sign_in(c.port(0), USER);
+    let auditor = sign_in(c.port(0), AUDITOR);
+    let (start, _) = c.wait_converged(START_BOUND);
+    let debits_before = debits_posted(c.port(0), &token);
+    c.note(format!("converged at height {}", start[0]["height"]));
+    let load = Load::start(c.ports(), token.clone());
+    // Compacted logs: a newcomer cannot be sent the log from its start.
+    let deadline = Instant::now() + CATCH_UP_BOUND;
+    while (0..NODES).any(|i| {
+        c.cluster_status(i)
+            .is_none_or(|v| v["first_index"].as_u64().unwrap_or(0) <= 2)
+    }) {
+        assert!(Instant::now() < deadline, "no log compacted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Grow: 4, then 5, each asked of a different node.
+    for (i, via) in [(3usize, 1usize), (4, 2)] {
+        c.spawn(i, false);
+        let id = c.nodes[i].id.to_string();
+        let address = format!("127.0.0.1:{}", c.nodes[i].peer);
+        let t = Instant::now();
+        let out = membership(&c, via, &["add", "--node-id", &id, "--address", &address]);
+        c.members.push(i);
+        c.note(format!(
+            "node {id} added via node {} in {}: {}",
+            via + 1,
+            secs(t.elapsed()),
+            out.trim()
+        ));
+        let (voters, learners) = configuration(&c, via);
+        assert!(
+            voters.as_array().unwrap().contains(&json!(c.nodes[i].id)),
+            "{voters}"
+        );
+        assert_eq!(learners, json!([]), "a learner left behind");
+        c.wait_ready(i, CATCH_UP_BOUND);
+        assert!(
+            metric(&c, i, "parledger_raft_snapshots_installed_total") >= 1.0,
+            "node {id} joined without a snapshot"
+        );
+    }
+    let (status, _) = c.wait_converged(CATCH_UP_BOUND);
+    c.note(format!(
+        "five nodes converged at height {}",
+        status[0]["height"]
+    ));
+    wait_configuration(&c, &json!([1, 2, 3, 4, 5]));
+    // Repeating an add is a no-op.
+    membership(
+        &c,
+        0,
+        &[
+            "add",
+            "--node-id",
+            "4",
+            "--address",
+            &format!("127.0.0.1:{}", c.nodes[3].peer),
+        ],
+    );
+
+    // Shrink: the leader (it hands over first), then a founder that
+    // follows; each removed node is stopped once out.
+    let leader = c.wait_leader(None, Instant::now()).0;
+    let other = (0..NODES).find(|&i| i != leader).unwrap();
+    for gone in [leader, other] {
+        let via = *c.members.iter().find(|&&i| i != gone).unwrap();
+        let id = c.nodes[gone].id.to_string();
+        let t = Instant::now();
+        let out = membership(&c, via, &["remove", "--node-id", &id]);
+        c.note(format!(
+            "node {id} removed via node {} in {}: {}",
+            via + 1,
+            secs(t.elapsed()),
+            out.trim()
+        ));
+        c.members.retain(|&i| i != gone);
+        c.kill(gone);
+        let fault = Instant::now();
+        c.wait_leader(None, fault);
+        load.wait_recovered(fault, "after a removal");
+    }
+    let mut remaining: Vec<u64> = c.members.iter().map(|&i| c.nodes[i].id).collect();
+    remaining.sort_unstable();
+    wait_configuration(&c, &json!(remaining));
+    // Removing a node that is not a member is a clear error.
+    let gone = c.nodes[leader].id.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
+        .args([
+            "cluster",
+            "remove",
+            "--addr",
+            &format!("127.0.0.1:{}", c.port(c.members[0])),
+            "--user",
+            "admin@acme-bank",
+            "--password",
+            DEMO_PASSWORD,
+            "--node-id",
+            &gone,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404 CLUSTER:NOT_A_MEMBER"), "{err}");
+
+    // The load ran throughout: nothing acknowledged is lost or doubled.
+    let before = load.acked();
+    let t = Instant::now();
+    while load.acked() < before + 30 {
+        assert!(t.elapsed() < RECOVERY_BOUND, "the load stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acks = stop_load(&c, load);
+    let (status, _) = c.wait_converged(CATCH_UP_BOUND);
+    let height = status[0]["height"].as_u64().unwrap();
+    let committed_sum: u128 = acks
+        .iter()
+        .filter(|a| a.status == "committed")
+        .map(|a| a.amount as u128)
+        .sum();
+    let mut chains = Vec::new();
+    for &i in &c.members {
+        let (blocks, _) = check_node(
+            c.port(i),
+            &token,
+            &auditor,
+            height,
+            &acks,
+            debits_before,
+            committed_sum,
+        );
+        chains.push(blocks);
+    }
+    for b in &chains[1..] {
+        assert_eq!(b, &chains[0], "the remaining nodes' chains differ");
+    }
+    c.note(format!(
+        "checked: {} acknowledged, {height} blocks equal on nodes {remaining:?}",
+        acks.len()
+    ));
 }

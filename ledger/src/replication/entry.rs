@@ -112,18 +112,8 @@ impl Proposal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DomainId, FunctionName, OrgId, TxId, TxSignature, UserId};
-
-    fn tx(id: &str) -> Transaction {
-        Transaction::new(
-            TxId::new(id).unwrap(),
-            DomainId::new("finance").unwrap(),
-            FunctionName::new("transfer").unwrap(),
-            &serde_json::json!({"amount": 5}),
-            UserId::new("alice@acme").unwrap(),
-            OrgId::new("acme").unwrap(),
-        )
-    }
+    use crate::model::TxSignature;
+    use crate::replication::sample_tx as tx;
 
     #[test]
     fn proposals_round_trip() {

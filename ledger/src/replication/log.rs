@@ -36,9 +36,15 @@
 //!   [`LedgerError::RaftWriteRefused`] instead of panicking, before anything
 //!   is written.
 //! - [`Storage::snapshot`] describes the log's base, where compaction left
-//!   it, rather than the commit index. Its data is empty: what a follower
-//!   that is sent a snapshot must fetch (the chain up to that index) is the
-//!   replication layer's to decide.
+//!   it, rather than the commit index. Its data is what the caller stored
+//!   with the base (the replication layer's `SnapshotPoint`: which block a
+//!   node that installs it must reach); the log does not read it.
+//! - A founding node's log does not start empty: [`RaftLog::found`]
+//!   writes a base at index 1, term 1, holding the founding configuration
+//!   (as TiKV does). A node added later starts with nothing, so the leader
+//!   has to send it a snapshot, and the configuration comes with it: a
+//!   node never replays configuration changes onto an empty configuration
+//!   (which would make a one-node cluster of a newcomer).
 
 use crate::error::LedgerError;
 use crate::storage::{self, Sync};
@@ -48,12 +54,17 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError, NO_LIMIT};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 const RAFT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/raft");
 
 pub const RAFT_FILE: &str = "raft.db";
+
+/// Where a founding node's log starts: its base (index and term), which
+/// holds the founding configuration.
+pub const BOOTSTRAP_INDEX: u64 = 1;
+pub const BOOTSTRAP_TERM: u64 = 1;
 
 /// Entries per INSERT statement: three variables each, well under SQLite's
 /// bound of 32766 variables per statement.
@@ -85,6 +96,7 @@ mod schema {
         conf_state (id) {
             id -> Integer,
             body -> Binary,
+            idx -> BigInt,
         }
     }
 
@@ -94,11 +106,19 @@ mod schema {
             idx -> BigInt,
             term -> BigInt,
             metadata -> Binary,
+            data -> Binary,
+        }
+    }
+
+    diesel::table! {
+        peer_address (id) {
+            id -> BigInt,
+            address -> Text,
         }
     }
 }
 
-use schema::{conf_state, entries, hard_state, log_base};
+use schema::{conf_state, entries, hard_state, log_base, peer_address};
 
 fn refused(index: u64, detail: impl Into<String>) -> LedgerError {
     LedgerError::RaftWriteRefused {
@@ -142,6 +162,13 @@ struct Image {
     /// held: the last compacted (or snapshot-covered) entry; index 0 and
     /// term 0 for a log that never dropped any.
     base: SnapshotMetadata,
+    /// What was stored with the base (a snapshot's data).
+    base_data: Vec<u8>,
+    /// The index of the entry that produced `conf_state` (the base's index
+    /// when it came with the base).
+    conf_index: u64,
+    /// Members' cluster addresses, by node id.
+    addresses: BTreeMap<u64, String>,
     /// `entries[i].index == base.index + 1 + i`.
     entries: VecDeque<Entry>,
 }
@@ -233,11 +260,10 @@ impl RaftLog {
         Ok(RaftLog { conn, image })
     }
 
-    /// Gives a new cluster's node its first configuration (the voters named
-    /// by the cluster's config), as `MemStorage::initialize_with_conf_state`
-    /// does. Every founding node must be given the same one. Refused once
-    /// the log holds anything: a node that has been part of a cluster takes
-    /// its configuration from the log.
+    /// Gives a log its first configuration with an empty base (index 0), as
+    /// `MemStorage::initialize_with_conf_state` does: for tests that compare
+    /// with it. A founding node uses [`Self::found`]. Refused once the log
+    /// holds anything.
     pub fn initialize(&mut self, conf_state: &ConfState) -> Result<(), LedgerError> {
         if self.image.initialized() {
             return Err(refused(
@@ -245,7 +271,30 @@ impl RaftLog {
                 "the log is already initialized",
             ));
         }
-        self.set_conf_state(conf_state)
+        self.set_conf_state(conf_state, 0)
+    }
+
+    /// Founds a log: its base at [`BOOTSTRAP_INDEX`] and [`BOOTSTRAP_TERM`]
+    /// with the founding configuration (the voters named by the cluster's
+    /// config) and `data` (what a node sent this base as a snapshot must
+    /// reach: nothing, at a founding), and a hard state at that term and
+    /// commit index. Every founding node must be given the same
+    /// configuration. Refused once the log holds anything: a node that has
+    /// been part of a cluster takes its configuration from the log.
+    pub fn found(&mut self, conf_state: &ConfState, data: &[u8]) -> Result<(), LedgerError> {
+        if self.image.initialized() {
+            return Err(refused(
+                self.image.last_index(),
+                "the log is already initialized",
+            ));
+        }
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = BOOTSTRAP_INDEX;
+        meta.term = BOOTSTRAP_TERM;
+        meta.set_conf_state(conf_state.clone());
+        snapshot.data = data.to_vec().into();
+        self.apply_snapshot(&snapshot)
     }
 
     /// Persists one `Ready`: appends `entries` and stores `hard_state`, in
@@ -387,29 +436,79 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Stores the configuration in force after applying a configuration
-    /// change (what `apply_conf_change` returns). `initial_state` reports it
-    /// at the next start, and the next compaction records it as the base's.
-    pub fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), LedgerError> {
-        let body = encode(conf_state, self.image.last_index())?;
+    /// Stores the configuration in force after applying the configuration
+    /// change at `index` (what `apply_conf_change` returns). `initial_state`
+    /// reports it at the next start; a compaction at or past `index` records
+    /// it as the base's.
+    pub fn set_conf_state(
+        &mut self,
+        conf_state: &ConfState,
+        index: u64,
+    ) -> Result<(), LedgerError> {
+        let body = encode(conf_state, index)?;
+        let idx = to_sql(index, index, "index")?;
         diesel::replace_into(conf_state::table)
-            .values((conf_state::id.eq(0), conf_state::body.eq(&body)))
+            .values((
+                conf_state::id.eq(0),
+                conf_state::body.eq(&body),
+                conf_state::idx.eq(idx),
+            ))
             .execute(&mut self.conn)?;
         self.image.conf_state = conf_state.clone();
+        self.image.conf_index = index;
         Ok(())
     }
 
+    /// The index of the configuration change the stored configuration
+    /// comes from: a configuration entry at or below it is already applied.
+    pub fn conf_index(&self) -> u64 {
+        self.image.conf_index
+    }
+
+    /// Records (`Some`) or forgets (`None`) member `id`'s cluster address.
+    pub fn set_address(&mut self, id: u64, address: Option<&str>) -> Result<(), LedgerError> {
+        let key = to_sql(id, 0, "node id")?;
+        match address {
+            Some(a) => {
+                diesel::replace_into(peer_address::table)
+                    .values((peer_address::id.eq(key), peer_address::address.eq(a)))
+                    .execute(&mut self.conn)?;
+                self.image.addresses.insert(id, a.to_owned());
+            }
+            None => {
+                diesel::delete(peer_address::table.find(key)).execute(&mut self.conn)?;
+                self.image.addresses.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The members' cluster addresses this log has recorded.
+    pub fn addresses(&self) -> &BTreeMap<u64, String> {
+        &self.image.addresses
+    }
+
+    /// What was stored with the base: the data a snapshot of it carries
+    /// (empty for a log never compacted nor founded by this version).
+    pub fn base_data(&self) -> &[u8] {
+        &self.image.base_data
+    }
+
+    /// The log's base: the last index it dropped or a snapshot covered.
+    pub fn base(&self) -> &SnapshotMetadata {
+        &self.image.base
+    }
+
     /// Drops every entry up to and including `applied_index`, keeping its
-    /// term and the current configuration as the log's new base (what
-    /// `term(first_index - 1)` and [`Storage::snapshot`] answer). Call it
-    /// with the applied index, after [`RaftLog::set_conf_state`] for any
-    /// configuration change applied up to there, so the base's configuration
-    /// is the one in force at that index.
+    /// term, the current configuration and `data` as the log's new base
+    /// (what `term(first_index - 1)` and [`Storage::snapshot`] answer).
     ///
     /// An index at or below the base is already compacted (nothing to do).
-    /// Refused above the commit index: an uncommitted entry may still be
-    /// replaced by a new leader's, and a compacted one could not be.
-    pub fn compact(&mut self, applied_index: u64) -> Result<(), LedgerError> {
+    /// Refused above the commit index (an uncommitted entry may still be
+    /// replaced by a new leader's, and a compacted one could not be) and
+    /// below the index of the stored configuration (it would not be the one
+    /// in force at the base).
+    pub fn compact(&mut self, applied_index: u64, data: &[u8]) -> Result<(), LedgerError> {
         if applied_index <= self.image.base.index {
             return Ok(());
         }
@@ -418,6 +517,15 @@ impl RaftLog {
             return Err(refused(
                 applied_index,
                 format!("compaction past the commit index {commit}"),
+            ));
+        }
+        if applied_index < self.image.conf_index {
+            return Err(refused(
+                applied_index,
+                format!(
+                    "compaction below the configuration change at {}",
+                    self.image.conf_index
+                ),
             ));
         }
         // The commit index is within the log (`persist` keeps it there).
@@ -436,19 +544,20 @@ impl RaftLog {
         let term_sql = to_sql(term, applied_index, "term")?;
         self.conn.immediate_transaction(|conn| {
             diesel::delete(entries::table.filter(entries::idx.le(idx))).execute(conn)?;
-            write_base(conn, idx, term_sql, &metadata)
+            write_base(conn, idx, term_sql, &metadata, data)
         })?;
         let dropped = (applied_index - self.image.base.index) as usize;
         self.image.entries.drain(..dropped);
         self.image.base = base;
+        self.image.base_data = data.to_vec();
         Ok(())
     }
 
     /// Installs a snapshot received from the leader (a `Ready`'s snapshot):
     /// the log becomes empty with the snapshot's index as its base, the
     /// configuration becomes the snapshot's, the commit index its index and
-    /// the term at least its term, as `MemStorage::apply_snapshot` does. Only
-    /// the metadata is stored: the data is opaque to the log.
+    /// the term at least its term, as `MemStorage::apply_snapshot` does. The
+    /// data is stored with the base, unread.
     ///
     /// Refused (`SnapshotOutOfDate` in MemStorage) when the snapshot does not
     /// reach the log's first index.
@@ -471,17 +580,24 @@ impl RaftLog {
         let term = to_sql(meta.term, meta.index, "term")?;
         let hs_term = to_sql(hs.term, meta.index, "term")?;
         let vote = to_sql(hs.vote, meta.index, "vote")?;
+        let data: &[u8] = &snapshot.data;
         self.conn.immediate_transaction(|conn| {
             diesel::delete(entries::table).execute(conn)?;
-            write_base(conn, idx, term, &metadata)?;
+            write_base(conn, idx, term, &metadata, data)?;
             diesel::replace_into(conf_state::table)
-                .values((conf_state::id.eq(0), conf_state::body.eq(&conf)))
+                .values((
+                    conf_state::id.eq(0),
+                    conf_state::body.eq(&conf),
+                    conf_state::idx.eq(idx),
+                ))
                 .execute(conn)?;
             write_hard_state(conn, hs_term, vote, idx)
         })?;
         self.image.entries.clear();
         self.image.conf_state = base.get_conf_state().clone();
+        self.image.conf_index = meta.index;
         self.image.base = base;
+        self.image.base_data = data.to_vec();
         self.image.hard_state = hs;
         Ok(())
     }
@@ -526,6 +642,7 @@ fn write_base(
     idx: i64,
     term: i64,
     metadata: &[u8],
+    data: &[u8],
 ) -> Result<(), LedgerError> {
     diesel::replace_into(log_base::table)
         .values((
@@ -533,6 +650,7 @@ fn write_base(
             log_base::idx.eq(idx),
             log_base::term.eq(term),
             log_base::metadata.eq(metadata),
+            log_base::data.eq(data),
         ))
         .execute(conn)?;
     Ok(())
@@ -544,26 +662,39 @@ fn write_base(
 /// within `[base, last index]`.
 fn load(conn: &mut SqliteConnection) -> Result<Image, LedgerError> {
     let mut image = Image::default();
-    let base: Option<(i64, i64, Vec<u8>)> = log_base::table
+    let base: Option<(i64, i64, Vec<u8>, Vec<u8>)> = log_base::table
         .find(0)
-        .select((log_base::idx, log_base::term, log_base::metadata))
+        .select((
+            log_base::idx,
+            log_base::term,
+            log_base::metadata,
+            log_base::data,
+        ))
         .first(conn)
         .optional()?;
-    if let Some((idx, term, body)) = base {
+    if let Some((idx, term, body, data)) = base {
         let idx = from_sql(idx, 0, "base index")?;
         let meta: SnapshotMetadata = decode(&body, idx, "base")?;
         if meta.index != idx || meta.term != from_sql(term, idx, "base term")? {
             return Err(corrupt(idx, "base row disagrees with its metadata"));
         }
         image.base = meta;
+        image.base_data = data;
     }
-    let conf: Option<Vec<u8>> = conf_state::table
+    let conf: Option<(Vec<u8>, i64)> = conf_state::table
         .find(0)
-        .select(conf_state::body)
+        .select((conf_state::body, conf_state::idx))
         .first(conn)
         .optional()?;
-    if let Some(body) = conf {
+    if let Some((body, idx)) = conf {
         image.conf_state = decode(&body, image.base.index, "configuration")?;
+        image.conf_index = from_sql(idx, image.base.index, "configuration index")?;
+    }
+    let addresses: Vec<(i64, String)> = peer_address::table
+        .select((peer_address::id, peer_address::address))
+        .load(conn)?;
+    for (id, address) in addresses {
+        image.addresses.insert(from_sql(id, 0, "node id")?, address);
     }
     let rows: Vec<(i64, i64, Vec<u8>)> = entries::table
         .select((entries::idx, entries::term, entries::entry))
@@ -670,12 +801,12 @@ impl Storage for RaftLog {
         Ok(self.image.last_index())
     }
 
-    /// The log's base as a snapshot with empty data: raft-rs asks for one
-    /// only for a follower that needs entries this log has compacted, and
-    /// the base is exactly where this log's entries resume. Temporarily
-    /// unavailable before any compaction, and when `request_index` (a
-    /// follower's explicit request) is past the base: a later compaction
-    /// will reach it.
+    /// The log's base as a snapshot, with the data stored with it: raft-rs
+    /// asks for one only for a follower that needs entries this log has
+    /// compacted, and the base is exactly where this log's entries resume.
+    /// Temporarily unavailable for a log without a base, and when
+    /// `request_index` (a follower's explicit request) is past the base: a
+    /// later compaction will reach it.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let base = &self.image.base;
         if base.index == 0 || base.index < request_index {
@@ -685,6 +816,7 @@ impl Storage for RaftLog {
         }
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(base.clone());
+        snapshot.data = self.image.base_data.clone().into();
         Ok(snapshot)
     }
 }

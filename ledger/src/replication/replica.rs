@@ -13,14 +13,19 @@
 //! reproduce (a simulation) pins that range to one value per node
 //! ([`ReplicaConfig::min_election_tick`] and `max_election_tick`).
 
+use super::catchup::{ConfContext, SnapshotPoint};
 use super::entry::Proposal;
 use super::log::RaftLog;
 use crate::block::OrderedBatch;
 use crate::error::LedgerError;
 use crate::storage::Sync;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
-use raft::{Config, RawNode, StateRole};
+use raft::eraftpb::MessageType;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+    Entry, EntryType, Message,
+};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
 use std::path::Path;
 
 /// Readies handled by one [`Replica::ready`] call. One is the usual case and
@@ -43,6 +48,9 @@ pub struct ReplicaConfig {
     /// The Raft index of the chain's tip (`engine.tip()`'s `raft_index`, 0
     /// on an empty chain): committed entries after it are handed out again.
     pub applied: u64,
+    /// The chain's height: below the height the log's base names, the node
+    /// must catch up from a peer first ([`Replica::catch_up`]).
+    pub height: u64,
     /// The range raft-rs draws a randomized election timeout from; 0 takes
     /// its default (`election_tick` and twice that). A simulation pins it to
     /// one value (`max = min + 1`), a different one per node.
@@ -53,13 +61,16 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    pub fn new(applied: u64) -> Self {
+    /// Defaults for a chain whose tip is at Raft index `applied` and height
+    /// `height`.
+    pub fn new(applied: u64, height: u64) -> Self {
         ReplicaConfig {
             election_tick: 10,
             heartbeat_tick: 2,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             applied,
+            height,
             min_election_tick: 0,
             max_election_tick: 0,
             sync: Sync::Full,
@@ -108,16 +119,40 @@ pub struct Output {
     pub messages: Vec<Message>,
     /// To apply to the engine, in this order, each after the previous.
     pub committed: Vec<Committed>,
-    /// The log jumped to this (index, term) from a leader's snapshot: the
-    /// chain must be brought up to that index (fetched from a peer) before
-    /// later committed entries can apply.
-    pub snapshot: Option<(u64, u64)>,
+    /// The log jumped to a leader's snapshot: the chain must be brought up
+    /// to its point (copied from a peer) before later committed entries can
+    /// apply, and those the copied blocks hold are skipped.
+    pub snapshot: Option<CatchUp>,
+    /// Configuration changes applied, in log order.
+    pub conf_changes: Vec<ConfApplied>,
     /// Answers to [`Replica::read_index`] requests: the commit index a
     /// read with that context may be served at once it is applied.
     pub read_states: Vec<ReadIndex>,
     pub leader: Option<u64>,
     pub term: u64,
     pub role: StateRole,
+}
+
+/// A snapshot the chain has to catch up with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchUp {
+    /// The snapshot's Raft index and term: the log resumes after it.
+    pub index: u64,
+    pub term: u64,
+    /// The block the chain must reach, and the members' addresses.
+    pub point: SnapshotPoint,
+}
+
+/// A configuration change, as applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfApplied {
+    pub index: u64,
+    /// The configuration in force from now on.
+    pub conf: ConfState,
+    /// Nodes added (as voters or learners), with the cluster address the
+    /// change carried for them, if any.
+    pub added: Vec<(u64, Option<String>)>,
+    pub removed: Vec<u64>,
 }
 
 /// The answer to one read-index request.
@@ -143,6 +178,15 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, LedgerError> {
     Message::parse_from_bytes(bytes).map_err(|e| LedgerError::Raft(e.to_string()))
 }
 
+/// The peers a batch of messages sends a snapshot to.
+fn snapshot_targets(messages: &[Message]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        .map(|m| m.to)
+        .collect()
+}
+
 /// One node's Raft state machine over its durable log.
 pub struct Replica {
     id: u64,
@@ -150,6 +194,8 @@ pub struct Replica {
     /// A commit index raft-rs advanced in a light ready, written with the
     /// next Ready's writes rather than with an fsync of its own.
     unsaved_commit: Option<u64>,
+    /// Found at open: the chain is below the block the log's base names.
+    catch_up: Option<CatchUp>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -181,16 +227,20 @@ impl Replica {
         Self::open_with_logger(dir, id, voters, config, &logger)
     }
 
-    /// Opens node `id`'s log in `dir`: a new log is initialized with
-    /// `voters` as the configuration (every founding node must be given the
-    /// same); an existing one resumes with the configuration it stores.
+    /// Opens node `id`'s log in `dir`: a new log is founded with `voters` as
+    /// the configuration (every founding node must be given the same), or,
+    /// with no voters, left empty for a node that joins a running cluster
+    /// (it waits for the leader's snapshot and neither votes nor campaigns
+    /// before); an existing log resumes with the configuration it stores.
     ///
     /// `config.applied` (the chain's tip) may be ahead of the stored commit
     /// index, which is written lazily: everything applied was committed, so
     /// the commit index is raised to it. It must not exceed the log's last
     /// index: that means the chain holds an entry the log does not
     /// (`raft.db` lost or replaced), which only an operator can sort out
-    /// ([`LedgerError::RaftAppliedAhead`]).
+    /// ([`LedgerError::RaftAppliedAhead`]). A chain below the block the
+    /// log's base names (a snapshot installed, the chain not yet caught up)
+    /// resumes at the base, and [`Self::catch_up`] says what to fetch.
     pub fn open_with_logger(
         dir: &Path,
         id: u64,
@@ -199,40 +249,59 @@ impl Replica {
         logger: &slog::Logger,
     ) -> Result<Replica, LedgerError> {
         let mut log = RaftLog::open(dir, config.sync)?;
-        if !log.is_initialized() {
-            log.initialize(&ConfState::from((voters.to_vec(), vec![])))?;
+        if !log.is_initialized() && !voters.is_empty() {
+            let founding = SnapshotPoint::default().encode();
+            log.found(&ConfState::from((voters.to_vec(), vec![])), &founding)?;
         }
+        let base = log.base().clone();
+        let point = match log.base_data() {
+            [] => None,
+            data => Some(
+                SnapshotPoint::decode(data).map_err(|e| LedgerError::RaftLogCorrupt {
+                    index: base.index,
+                    detail: format!("the base's snapshot point: {e}"),
+                })?,
+            ),
+        };
+        let (applied, catch_up) = match point {
+            Some(point) if config.height < point.height => (
+                base.index,
+                Some(CatchUp {
+                    index: base.index,
+                    term: base.term,
+                    point,
+                }),
+            ),
+            // The chain reaches the base's block, which covers every entry
+            // up to the base.
+            Some(_) => (config.applied.max(base.index), None),
+            None => (config.applied, None),
+        };
         let first = raft::Storage::first_index(&log).map_err(raft_error)?;
-        if config.applied + 1 < first {
+        if applied + 1 < first {
             // raft-rs would panic on an applied index below its log.
-            return Err(LedgerError::RaftCompactedPastChain {
-                applied: config.applied,
-                first,
-            });
+            return Err(LedgerError::RaftCompactedPastChain { applied, first });
         }
         let commit = log.hard_state().commit;
-        if config.applied > commit {
+        if applied > commit {
             // The commit index is persisted lazily (with the next Ready's
             // writes), so the chain may have applied entries the stored
             // commit index does not cover yet. Everything applied was
             // committed, so the commit index may be raised to it, provided
             // the log holds those entries (raft-rs would panic otherwise).
             let last = raft::Storage::last_index(&log).map_err(raft_error)?;
-            if config.applied > last {
-                return Err(LedgerError::RaftAppliedAhead {
-                    applied: config.applied,
-                    commit,
-                });
+            if applied > last {
+                return Err(LedgerError::RaftAppliedAhead { applied, commit });
             }
             let mut hs = log.hard_state().clone();
-            hs.commit = config.applied;
+            hs.commit = applied;
             log.persist(&[], Some(&hs))?;
         }
         let raft_config = Config {
             id,
             election_tick: config.election_tick,
             heartbeat_tick: config.heartbeat_tick,
-            applied: config.applied,
+            applied,
             max_size_per_msg: config.max_size_per_msg,
             max_inflight_msgs: config.max_inflight_msgs,
             min_election_tick: config.min_election_tick,
@@ -252,7 +321,15 @@ impl Replica {
             id,
             node,
             unsaved_commit: None,
+            catch_up,
         })
+    }
+
+    /// At open, the chain was below the block the log's base names (the
+    /// node installed a snapshot and stopped before its chain caught up):
+    /// what to catch up with before applying committed entries. Taken once.
+    pub fn catch_up(&mut self) -> Option<CatchUp> {
+        self.catch_up.take()
     }
 
     pub fn id(&self) -> u64 {
@@ -334,6 +411,76 @@ impl Replica {
         v
     }
 
+    /// The learners of the current configuration (they replicate the log
+    /// but do not vote).
+    pub fn learners(&self) -> Vec<u64> {
+        let mut v = self.node.raft.prs().conf().to_conf_state().learners;
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether the configuration is joint (a change is half way).
+    pub fn joint(&self) -> bool {
+        !self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters_outgoing
+            .is_empty()
+    }
+
+    /// The members' cluster addresses this node has learned of
+    /// (configuration changes' contexts and snapshots).
+    pub fn addresses(&self) -> std::collections::BTreeMap<u64, String> {
+        self.node.store().addresses().clone()
+    }
+
+    /// Proposes a configuration change: each `(type, node)` of `changes`,
+    /// with `context` naming the cluster addresses of nodes added. Voter
+    /// changes go through joint consensus (raft-rs leaves the joint
+    /// configuration by itself once it is applied); adding a learner is a
+    /// simple change. A follower forwards the proposal to its leader. raft-rs
+    /// drops a change proposed while another is pending: the caller watches
+    /// the configuration ([`Self::voters`], [`Self::learners`]) and retries.
+    pub fn propose_conf_change(
+        &mut self,
+        changes: &[(ConfChangeType, u64)],
+        context: &ConfContext,
+    ) -> Result<(), LedgerError> {
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(
+            changes
+                .iter()
+                .map(|&(t, id)| {
+                    let mut c = ConfChangeSingle::default();
+                    c.set_change_type(t);
+                    c.node_id = id;
+                    c
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        let voters_change = changes
+            .iter()
+            .any(|(t, _)| *t != ConfChangeType::AddLearnerNode);
+        cc.set_transition(if voters_change {
+            ConfChangeTransition::Implicit
+        } else {
+            ConfChangeTransition::Auto
+        });
+        cc.context = context.encode().into();
+        self.node
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(raft_error)
+    }
+
+    /// Asks the leader to hand leadership to `to` (a caught-up voter).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.node.transfer_leader(to);
+    }
+
     /// On a leader: each peer's highest index known to be replicated to it
     /// (its own included); empty on other nodes.
     pub fn matched(&self) -> Vec<(u64, u64)> {
@@ -356,16 +503,22 @@ impl Replica {
         raft::Storage::first_index(self.node.store()).unwrap_or(1)
     }
 
-    /// Drops the log's entries up to `index`, clamped to what is safe for
-    /// this node: at most the applied index and the stored commit index.
-    /// Returns the index the log now starts after. The caller must make sure
-    /// no peer still needs those entries (this version cannot send a
-    /// snapshot instead) and that the chain holds them durably.
-    pub fn compact(&mut self, index: u64) -> Result<u64, LedgerError> {
-        let to = index
-            .min(self.applied_index())
-            .min(self.node.store().hard_state().commit);
-        self.node.mut_store().compact(to)?;
+    /// Drops the log's entries up to `index`, the Raft index of block
+    /// `point.height`, durable in this node's chain: a peer sent this base as
+    /// a snapshot copies blocks up to exactly that one, then applies the
+    /// entries after `index` from the log. Nothing happens (the base stays)
+    /// when `index` is past what is safe for this node (the applied index,
+    /// the stored commit index) or below the configuration change the
+    /// stored configuration comes from (the base's would not be the one in
+    /// force there). Returns the index the log now starts after.
+    pub fn compact(&mut self, index: u64, point: &SnapshotPoint) -> Result<u64, LedgerError> {
+        let store = self.node.store();
+        let safe = index <= self.applied_index()
+            && index <= store.hard_state().commit
+            && index >= store.conf_index();
+        if safe {
+            self.node.mut_store().compact(index, &point.encode())?;
+        }
         Ok(self.first_index().saturating_sub(1))
     }
 
@@ -404,6 +557,7 @@ impl Replica {
             messages: Vec::new(),
             committed: Vec::new(),
             snapshot: None,
+            conf_changes: Vec::new(),
             read_states: Vec::new(),
             leader: None,
             term: 0,
@@ -430,6 +584,7 @@ impl Replica {
         // Messages that do not depend on this Ready's writes (a leader's
         // appends and heartbeats) leave before the persist.
         let messages = ready.take_messages();
+        let mut snapshots_sent = snapshot_targets(&messages);
         if !messages.is_empty() {
             early(messages);
         }
@@ -442,9 +597,23 @@ impl Replica {
         // (a) A snapshot first: it replaces the log below its index, and the
         // entries of this Ready (if any) follow it.
         if !ready.snapshot().is_empty() {
-            self.node.mut_store().apply_snapshot(ready.snapshot())?;
-            let meta = ready.snapshot().get_metadata();
-            out.snapshot = Some((meta.index, meta.term));
+            let snapshot = ready.snapshot();
+            let meta = snapshot.get_metadata();
+            let point =
+                SnapshotPoint::decode(&snapshot.data).map_err(|e| LedgerError::RaftLogCorrupt {
+                    index: meta.index,
+                    detail: format!("a snapshot whose point is unreadable: {e}"),
+                })?;
+            let store = self.node.mut_store();
+            store.apply_snapshot(snapshot)?;
+            for (id, address) in &point.addresses {
+                store.set_address(*id, Some(address))?;
+            }
+            out.snapshot = Some(CatchUp {
+                index: meta.index,
+                term: meta.term,
+                point,
+            });
         }
 
         // (d) The Ready's committed entries were persisted by earlier Readies
@@ -484,13 +653,23 @@ impl Replica {
             // next write.
             self.unsaved_commit = Some(commit);
         }
-        out.messages.extend(light.take_messages());
+        let light_messages = light.take_messages();
+        snapshots_sent.extend(snapshot_targets(&light_messages));
+        out.messages.extend(light_messages);
         let committed = light.take_committed_entries();
         self.collect(committed, out)?;
         // Everything handed out counts as applied: the caller applies
         // `Output::committed` before it calls `ready` again, and a crash in
         // between replays them from the chain's tip.
         self.node.advance_apply();
+        // A snapshot counts as sent once handed out. Delivery is not
+        // guaranteed, so the leader goes back to probing the follower
+        // (raft-rs would otherwise wait for a report forever): a follower
+        // that got it acknowledges the snapshot's index, one that did not
+        // is sent it again.
+        for to in snapshots_sent {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
+        }
         Ok(())
     }
 
@@ -527,18 +706,66 @@ impl Replica {
                     });
                 }
                 // An empty `ConfChangeV2` is meaningful (leave the joint
-                // configuration), so configuration entries are never skipped.
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data)
-                        .map_err(|e| corrupt(e.to_string()))?;
+                // configuration), so configuration entries are never skipped
+                // for being empty; only for being applied already.
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    if entry.index <= self.node.store().conf_index() {
+                        // Applied before a restart: the stored configuration
+                        // includes it (re-applying a joint change fails).
+                        continue;
+                    }
+                    let conf = self.node.store().conf_state();
+                    if conf.voters.is_empty() && conf.learners.is_empty() {
+                        // Replayed onto an empty configuration, a change
+                        // would make this node a cluster of its own.
+                        return Err(corrupt(
+                            "a configuration change reached a node with no configuration \
+                             (a joining node must start from the leader's snapshot)"
+                                .into(),
+                        ));
+                    }
+                    let cc = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        let v1 = ConfChange::parse_from_bytes(&entry.data)
+                            .map_err(|e| corrupt(e.to_string()))?;
+                        let mut single = ConfChangeSingle::default();
+                        single.set_change_type(v1.get_change_type());
+                        single.node_id = v1.node_id;
+                        let mut v2 = ConfChangeV2::default();
+                        v2.set_changes(vec![single].into());
+                        v2.context = v1.context;
+                        v2
+                    } else {
+                        ConfChangeV2::parse_from_bytes(&entry.data)
+                            .map_err(|e| corrupt(e.to_string()))?
+                    };
                     let cs = self.node.apply_conf_change(&cc).map_err(raft_error)?;
-                    self.node.mut_store().set_conf_state(&cs)?;
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                    let cs = self.node.apply_conf_change(&cc).map_err(raft_error)?;
-                    self.node.mut_store().set_conf_state(&cs)?;
+                    // Addresses are advisory: a change without them still
+                    // applies (the operator gives them as `--peer`).
+                    let context = ConfContext::decode(&cc.context).unwrap_or_default();
+                    let mut applied = ConfApplied {
+                        index: entry.index,
+                        conf: cs.clone(),
+                        added: Vec::new(),
+                        removed: Vec::new(),
+                    };
+                    let store = self.node.mut_store();
+                    store.set_conf_state(&cs, entry.index)?;
+                    for c in cc.get_changes() {
+                        match c.get_change_type() {
+                            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                                let address = context.addresses.get(&c.node_id).cloned();
+                                if let Some(a) = &address {
+                                    store.set_address(c.node_id, Some(a))?;
+                                }
+                                applied.added.push((c.node_id, address));
+                            }
+                            ConfChangeType::RemoveNode => {
+                                store.set_address(c.node_id, None)?;
+                                applied.removed.push(c.node_id);
+                            }
+                        }
+                    }
+                    out.conf_changes.push(applied);
                 }
             }
         }
@@ -555,7 +782,7 @@ mod tests {
     fn config(applied: u64) -> ReplicaConfig {
         ReplicaConfig {
             sync: Sync::Off,
-            ..ReplicaConfig::new(applied)
+            ..ReplicaConfig::new(applied, 0)
         }
     }
 
@@ -571,6 +798,7 @@ mod tests {
     fn a_single_voter_leads_commits_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Replica::open(dir.path(), 1, &[1], config(0)).unwrap();
+        assert_eq!(r.first_index(), 2, "index 1 is the founding base");
         assert_eq!(
             r.propose(proposal(1)),
             Err(NotLeader { leader: None }),
@@ -589,39 +817,86 @@ mod tests {
             .iter()
             .map(|c| (c.index, c.term, c.proposer))
             .collect();
-        // Index 1 is the new leader's empty entry.
-        assert_eq!(got, vec![(2, 1, 1), (3, 1, 1)]);
+        // Index 2 is the new leader's empty entry.
+        assert_eq!(got, vec![(3, 2, 1), (4, 2, 1)]);
         assert_eq!(out.committed[1].proposal, proposal(2));
-        assert_eq!(r.commit_index(), 3);
+        assert_eq!(r.commit_index(), 4);
         drop(r);
 
-        // Resumed with only index 2 applied: index 3 comes back once the
+        // Resumed with only index 3 applied: index 4 comes back once the
         // node leads again (the commit index it stored may be older: it is
         // written with the next Ready, not on its own).
-        let mut r = Replica::open(dir.path(), 1, &[1], config(2)).unwrap();
+        let mut r = Replica::open(dir.path(), 1, &[1], config(3)).unwrap();
         r.campaign().unwrap();
         let out = r.ready().unwrap();
         let got: Vec<u64> = out.committed.iter().map(|c| c.index).collect();
-        assert_eq!(got, vec![3], "index 4 is the new term's empty entry");
+        assert_eq!(got, vec![4], "index 5 is the new term's empty entry");
         drop(r);
 
         // A chain at an index the log has: the stored commit index is
         // raised to it (everything applied was committed).
-        let r = Replica::open(dir.path(), 1, &[1], config(4)).unwrap();
-        assert_eq!(r.commit_index(), 4);
+        let r = Replica::open(dir.path(), 1, &[1], config(5)).unwrap();
+        assert_eq!(r.commit_index(), 5);
         drop(r);
 
-        // A chain behind a compacted log is refused, not a panic.
-        let mut r = Replica::open(dir.path(), 1, &[1], config(4)).unwrap();
-        assert_eq!(r.compact(3).unwrap(), 3);
-        assert_eq!(r.first_index(), 4);
+        // Compacted to 4 with a point at height 3: a chain at height 3 or
+        // more resumes (at least at the base), a lower one must catch up.
+        let mut r = Replica::open(dir.path(), 1, &[1], config(5)).unwrap();
+        let point = SnapshotPoint {
+            height: 3,
+            hash: Hash([7; 32]),
+            ..SnapshotPoint::default()
+        };
+        assert_eq!(r.compact(4, &point).unwrap(), 4);
+        assert_eq!(r.first_index(), 5);
         drop(r);
-        let err = Replica::open(dir.path(), 1, &[1], config(1)).unwrap_err();
-        assert_eq!(err.code(), "LEDGER:RAFT_COMPACTED_PAST_CHAIN");
-        Replica::open(dir.path(), 1, &[1], config(3)).unwrap();
+        let mut r = Replica::open(
+            dir.path(),
+            1,
+            &[1],
+            ReplicaConfig {
+                height: 1,
+                ..config(3)
+            },
+        )
+        .unwrap();
+        assert_eq!(r.applied_index(), 4);
+        let c = r.catch_up().expect("the chain is below the base's block");
+        assert_eq!((c.index, c.point.height), (4, 3));
+        assert_eq!(r.catch_up(), None, "taken once");
+        drop(r);
+        let mut r = Replica::open(
+            dir.path(),
+            1,
+            &[1],
+            ReplicaConfig {
+                height: 3,
+                ..config(4)
+            },
+        )
+        .unwrap();
+        assert_eq!(r.catch_up(), None);
+        drop(r);
 
         // A chain ahead of the log itself is refused, not a panic.
-        let err = Replica::open(dir.path(), 1, &[1], config(9)).unwrap_err();
+        let ahead = ReplicaConfig {
+            height: 9,
+            ..config(9)
+        };
+        let err = Replica::open(dir.path(), 1, &[1], ahead).unwrap_err();
         assert_eq!(err.code(), "LEDGER:RAFT_APPLIED_AHEAD");
+    }
+
+    #[test]
+    fn a_node_without_a_configuration_waits_for_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Replica::open(dir.path(), 4, &[], config(0)).unwrap();
+        assert!(r.voters().is_empty());
+        for _ in 0..100 {
+            r.tick();
+        }
+        let out = r.ready().unwrap();
+        assert_eq!(out.role, StateRole::Follower, "it never campaigns");
+        assert!(out.messages.is_empty());
     }
 }

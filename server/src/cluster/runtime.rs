@@ -35,10 +35,27 @@
 //!
 //! Peer messages are one kind byte and a body: [`KIND_RAFT`] (a raft-rs
 //! message, protobuf), [`KIND_FORWARD`] (transactions for the leader, as a
-//! [`Proposal`] encoding) and [`KIND_INFO`] (what a node tells its peers
+//! [`Proposal`] encoding), [`KIND_INFO`] (what a node tells its peers
 //! about itself every few ticks: its API address, role, term and height,
-//! for `/v1/cluster/status`). The transport names the sender from its
-//! certificate, and a Raft message whose `from` differs is dropped.
+//! for `/v1/cluster/status`), and [`KIND_BLOCK_REQUEST`] / [`KIND_BLOCKS`]
+//! (a node catching up from a snapshot asks a peer for blocks). The
+//! transport names the sender from its certificate, and a Raft message
+//! whose `from` differs is dropped.
+//!
+//! **Snapshots.** The log is compacted to a block's index (below what every
+//! voter has, unless a voter is more than `compact_lag_max` entries behind);
+//! a peer that needs a compacted entry is sent a snapshot naming that block
+//! (`ledger::replication::catchup`). Installing it, the engine thread holds
+//! the committed entries that follow, copies the blocks it lacks from a
+//! peer a chunk at a time, executes each and adopts it only if it comes out
+//! identical, checks it reached the snapshot's block, then applies what it
+//! held. A restart in the middle resumes the catch-up.
+//!
+//! **Membership.** [`Cluster::add_member`] adds a node as a learner, waits
+//! until it has caught up, then promotes it to voter (joint consensus);
+//! [`Cluster::remove_member`] hands leadership away first if the node
+//! leads. Configuration changes carry the new node's cluster address; every
+//! member dials it from then on (and stores it in `raft.db`).
 
 use super::transport::{Inbound, NodeId, Transport, TransportConfig};
 use crate::node::{
@@ -48,9 +65,11 @@ use crate::node::{
 use crossbeam_channel::{never, select, unbounded, Receiver, Sender};
 use ledger::block::OrderedBatch;
 use ledger::engine::{AppliedBlock, Engine};
+use ledger::replication::catchup::{decode_blocks, encode_blocks};
 use ledger::replication::{
-    decode_message, encode_message_into, Committed as Entry, GroupId, GroupMap, Message, Proposal,
-    Replica, ReplicaConfig, Route, StateRole,
+    decode_message, encode_message_into, BlockRequest, CatchUp, Committed as Entry, ConfChangeType,
+    ConfContext, GroupId, GroupMap, Message, Proposal, Replica, ReplicaConfig, Route,
+    SnapshotPoint, StateRole,
 };
 use ledger::{PartitionId, Timestamp, Transaction, TxId};
 use std::collections::{BTreeMap, HashMap};
@@ -65,6 +84,20 @@ pub const KIND_RAFT: u8 = 1;
 pub const KIND_FORWARD: u8 = 2;
 /// A node's [`PeerInfo`], JSON.
 pub const KIND_INFO: u8 = 3;
+/// A [`BlockRequest`] from a node catching up from a snapshot.
+pub const KIND_BLOCK_REQUEST: u8 = 4;
+/// The answer: a chunk of block copies (`catchup::encode_blocks`).
+pub const KIND_BLOCKS: u8 = 5;
+
+/// Bytes of blocks a node catching up asks for at a time.
+pub const CATCH_UP_CHUNK_BYTES: u32 = 4 << 20;
+/// A block request unanswered this long is sent again (to another peer if
+/// one has the blocks).
+const CATCH_UP_RETRY: Duration = Duration::from_secs(2);
+/// How often a membership change checks the configuration it waits for.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(50);
+/// Durable chain points the raft thread remembers as compaction candidates.
+const POINTS_KEPT: usize = 64;
 
 /// Ticks between two [`PeerInfo`] broadcasts (and unreachable-peer reports).
 const INFO_TICKS: u64 = 5;
@@ -132,6 +165,12 @@ pub struct RuntimeConfig {
     pub compact_every: u64,
     /// Entries kept below the safe point, for peers a little behind.
     pub compact_keep: u64,
+    /// A voter more than this many entries behind no longer holds
+    /// compaction back: it is sent a snapshot when it returns.
+    pub compact_lag_max: u64,
+    /// Where peers dial this node's cluster listener (what a configuration
+    /// change and a snapshot tell other members).
+    pub cluster_address: String,
 }
 
 /// What a node tells its peers about itself.
@@ -171,6 +210,12 @@ pub struct ClusterStatus {
     /// committed (within a few entries): what `/readyz` reports.
     pub caught_up: bool,
     pub voters: Vec<u64>,
+    /// Members that replicate the log without voting (a node being added).
+    pub learners: Vec<u64>,
+    /// Whether a configuration change is half way (joint consensus).
+    pub joint: bool,
+    /// Whether this node is copying blocks from a peer to reach a snapshot.
+    pub catching_up: bool,
     pub members: Vec<Member>,
     /// Why this node stopped applying blocks, if it did.
     pub failed: Option<String>,
@@ -196,6 +241,8 @@ struct RaftState {
     last_index: u64,
     first_index: u64,
     voters: Vec<u64>,
+    learners: Vec<u64>,
+    joint: bool,
 }
 
 struct Shared {
@@ -213,6 +260,7 @@ struct Shared {
     /// leads until it hears a newer term; this keeps it from reporting
     /// itself ready meanwhile.
     quorum_heard: std::sync::atomic::AtomicBool,
+    catching_up: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -246,12 +294,17 @@ impl Shared {
         let members = raft
             .voters
             .iter()
+            .chain(&raft.learners)
             .map(|&id| {
                 if id == self.node_id {
                     return Member {
                         id,
                         address: self.api_address.clone(),
-                        role: raft.role.clone(),
+                        role: if raft.learners.contains(&id) {
+                            "learner".into()
+                        } else {
+                            raft.role.clone()
+                        },
                         term: raft.term,
                         lag: 0,
                         height,
@@ -263,7 +316,11 @@ impl Shared {
                     Some((info, seen)) => Member {
                         id,
                         address: info.api.clone(),
-                        role: info.role.clone(),
+                        role: if raft.learners.contains(&id) {
+                            "learner".into()
+                        } else {
+                            info.role.clone()
+                        },
                         term: info.term,
                         lag: height.saturating_sub(info.height),
                         height: info.height,
@@ -286,9 +343,13 @@ impl Shared {
             }
         });
         let failed = self.failed();
+        let catching_up = self.catching_up.load(Ordering::Relaxed);
         ClusterStatus {
             node_id: self.node_id,
             caught_up: failed.is_none()
+                && !catching_up
+                // A node not (yet) in the configuration serves nobody.
+                && (raft.voters.contains(&self.node_id) || raft.learners.contains(&self.node_id))
                 && raft.leader.is_some()
                 && (!raft.leading || self.quorum_heard.load(Ordering::Relaxed))
                 && raft.commit.saturating_sub(applied) <= CAUGHT_UP_SLACK,
@@ -302,6 +363,9 @@ impl Shared {
             first_index: raft.first_index,
             height,
             voters: raft.voters,
+            learners: raft.learners,
+            joint: raft.joint,
+            catching_up,
             members,
             failed,
         }
@@ -313,9 +377,18 @@ enum RaftEvent {
     Peer(Inbound),
     Propose(Proposal),
     ReadIndex(tokio::sync::oneshot::Sender<u64>),
-    /// The chain holds everything up to this Raft index durably: the log
-    /// may be compacted up to there (and the peers' safe point).
-    Compact(u64),
+    /// The chain holds everything up to this block durably (its header
+    /// carries its Raft index): the log may be compacted up to there (and
+    /// the peers' safe point).
+    Compact(u64, SnapshotPoint),
+    /// A configuration change to propose (a follower forwards it).
+    ConfChange {
+        changes: Vec<(ConfChangeType, NodeId)>,
+        context: ConfContext,
+        reply: tokio::sync::oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// Hand leadership to this voter (a follower forwards the request).
+    TransferLeader(NodeId),
     Stop,
 }
 
@@ -326,6 +399,13 @@ enum FromRaft {
     Committed { entries: Vec<Entry>, upto: u64 },
     /// Transactions a follower forwarded to this node as leader.
     Forwarded(Vec<Transaction>),
+    /// A snapshot was installed (or found at start): the chain must reach
+    /// its block before the committed entries that follow apply.
+    CatchUp(CatchUp),
+    /// A peer asks for blocks (`KIND_BLOCK_REQUEST`).
+    BlockRequest { from: NodeId, body: Vec<u8> },
+    /// A peer's block copies (`KIND_BLOCKS`).
+    Blocks { from: NodeId, body: Vec<u8> },
 }
 
 /// Waits for Raft's read index, for linearizable reads.
@@ -360,15 +440,226 @@ impl ReadBarrier {
     }
 }
 
+/// Why a membership change did not complete. Nothing is half done: a
+/// node added as a learner and not yet promoted replicates without voting,
+/// and the same request completes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("node {0} is not a member of the cluster")]
+    NotAMember(NodeId),
+    #[error("node {0} is the only voter; a cluster cannot remove its last voter")]
+    LastVoter(NodeId),
+    #[error("no leader is known; retry")]
+    NoLeader,
+    #[error("node {id} has not caught up within {secs} s (it replicates as a learner meanwhile); retry the same request")]
+    LearnerBehind { id: NodeId, secs: u64 },
+    #[error("the change was not applied within {0} s (another change may be under way); retry the same request")]
+    Timeout(u64),
+}
+
+impl MembershipError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            MembershipError::Invalid(_) => "CLUSTER:BAD_MEMBER",
+            MembershipError::NotAMember(_) => "CLUSTER:NOT_A_MEMBER",
+            MembershipError::LastVoter(_) => "CLUSTER:LAST_VOTER",
+            MembershipError::NoLeader => "CLUSTER:NO_LEADER",
+            MembershipError::LearnerBehind { .. } => "CLUSTER:LEARNER_BEHIND",
+            MembershipError::Timeout(_) => "CLUSTER:CHANGE_TIMEOUT",
+        }
+    }
+}
+
 /// The cluster as the API sees it.
 #[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
+    events: Sender<RaftEvent>,
 }
+
+/// How often a membership change proposes again while it waits (raft-rs
+/// drops a change proposed while another is pending, and a proposal can be
+/// lost with a leader).
+const PROPOSE_AGAIN: Duration = Duration::from_secs(2);
 
 impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         self.shared.status()
+    }
+
+    /// Adds node `id`, whose cluster listener is at `address`: first as a
+    /// learner (it receives the log, a snapshot if it needs one, and does
+    /// not count for quorums), then, once it has applied what was
+    /// committed when it joined, as a voter through joint consensus.
+    /// Idempotent: a voter already is answered at once; a learner is
+    /// promoted. Gives up after `wait` with nothing undone.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        address: &str,
+        wait: Duration,
+    ) -> Result<ClusterStatus, MembershipError> {
+        if id == 0 {
+            return Err(MembershipError::Invalid("node id 0 is reserved".into()));
+        }
+        if !address.contains(':') || address.contains(char::is_whitespace) {
+            return Err(MembershipError::Invalid(format!(
+                "`{address}` is not a HOST:PORT cluster address"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let context = ConfContext {
+            addresses: BTreeMap::from([(id, address.to_owned())]),
+        };
+        let raft = self.shared.raft();
+        if !raft.voters.contains(&id) && !raft.learners.contains(&id) {
+            self.change(
+                &[(ConfChangeType::AddLearnerNode, id)],
+                &context,
+                |r| r.learners.contains(&id) || r.voters.contains(&id),
+                deadline,
+            )
+            .await?;
+        }
+        let raft = self.shared.raft();
+        if raft.learners.contains(&id) {
+            // Caught up: it applied everything committed by now.
+            let target = raft.commit;
+            loop {
+                let applied = self
+                    .shared
+                    .peers
+                    .read()
+                    .ok()
+                    .and_then(|p| p.get(&id).map(|(i, _)| i.applied))
+                    .unwrap_or(0);
+                if applied >= target {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(MembershipError::LearnerBehind {
+                        id,
+                        secs: wait.as_secs(),
+                    });
+                }
+                tokio::time::sleep(MEMBERSHIP_POLL).await;
+            }
+        }
+        self.change(
+            &[(ConfChangeType::AddNode, id)],
+            &context,
+            |r| r.voters.contains(&id) && !r.joint,
+            deadline,
+        )
+        .await?;
+        Ok(self.status())
+    }
+
+    /// Removes node `id` (a voter, through joint consensus, or a learner).
+    /// A leader being removed hands leadership to another voter first.
+    pub async fn remove_member(
+        &self,
+        id: NodeId,
+        wait: Duration,
+    ) -> Result<ClusterStatus, MembershipError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let raft = self.shared.raft();
+        if !raft.voters.contains(&id) && !raft.learners.contains(&id) {
+            return Err(MembershipError::NotAMember(id));
+        }
+        if raft.voters == [id] {
+            return Err(MembershipError::LastVoter(id));
+        }
+        if raft.leader == Some(id) {
+            // The most advanced other voter takes over.
+            let peers = self
+                .shared
+                .peers
+                .read()
+                .map(|p| p.clone())
+                .unwrap_or_default();
+            let to = raft
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| *v != id)
+                .max_by_key(|v| {
+                    if *v == self.shared.node_id {
+                        *self.shared.applied.borrow()
+                    } else {
+                        peers.get(v).map_or(0, |(i, _)| i.applied)
+                    }
+                });
+            if let Some(to) = to {
+                let mut next_try = tokio::time::Instant::now();
+                loop {
+                    let r = self.shared.raft();
+                    if r.leader.is_some_and(|l| l != id) {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(MembershipError::Timeout(wait.as_secs()));
+                    }
+                    if tokio::time::Instant::now() >= next_try {
+                        let _ = self.events.send(RaftEvent::TransferLeader(to));
+                        next_try = tokio::time::Instant::now() + PROPOSE_AGAIN;
+                    }
+                    tokio::time::sleep(MEMBERSHIP_POLL).await;
+                }
+            }
+        }
+        self.change(
+            &[(ConfChangeType::RemoveNode, id)],
+            &ConfContext::default(),
+            |r| !r.voters.contains(&id) && !r.learners.contains(&id) && !r.joint,
+            deadline,
+        )
+        .await?;
+        Ok(self.status())
+    }
+
+    /// Proposes `changes` (again every few seconds) until the configuration
+    /// this node applied satisfies `done`, or `deadline`.
+    async fn change(
+        &self,
+        changes: &[(ConfChangeType, NodeId)],
+        context: &ConfContext,
+        done: impl Fn(&RaftState) -> bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), MembershipError> {
+        let secs = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs();
+        loop {
+            if done(&self.shared.raft()) {
+                return Ok(());
+            }
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let proposed = self
+                .events
+                .send(RaftEvent::ConfChange {
+                    changes: changes.to_vec(),
+                    context: context.clone(),
+                    reply,
+                })
+                .is_ok()
+                && matches!(answer.await, Ok(Ok(())));
+            if !proposed && tokio::time::Instant::now() >= deadline {
+                return Err(MembershipError::NoLeader);
+            }
+            let again = (tokio::time::Instant::now() + PROPOSE_AGAIN).min(deadline);
+            while tokio::time::Instant::now() < again {
+                if done(&self.shared.raft()) {
+                    return Ok(());
+                }
+                tokio::time::sleep(MEMBERSHIP_POLL).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MembershipError::Timeout(secs));
+            }
+        }
     }
 }
 
@@ -413,7 +704,7 @@ pub fn start(
         .enable_all()
         .build()?;
     let applied = engine.tip().map_or(0, |(h, _)| h.raft_index);
-    let replica = Replica::open(
+    let mut replica = Replica::open(
         raft_dir,
         config.node_id,
         &config.voters,
@@ -422,9 +713,18 @@ pub fn start(
             heartbeat_tick: config.heartbeat_ticks,
             max_size_per_msg: config.max_size_per_msg,
             max_inflight_msgs: config.max_inflight_msgs,
-            ..ReplicaConfig::new(applied)
+            ..ReplicaConfig::new(applied, engine.height())
         },
     )?;
+    let mut transport = transport;
+    // Members added at runtime, as the log recorded them; an address given
+    // with --peer wins.
+    for (id, address) in replica.addresses() {
+        if id != config.node_id {
+            transport.peers.entry(id).or_insert(address);
+        }
+    }
+    let catch_up = replica.catch_up();
     let (net, mut inbound) = runtime.block_on(Transport::start(transport))?;
     let (events, events_rx) = unbounded();
     let bridge = events.clone();
@@ -444,9 +744,18 @@ pub fn start(
         peers: RwLock::new(BTreeMap::new()),
         failed: RwLock::new(None),
         quorum_heard: std::sync::atomic::AtomicBool::new(false),
+        catching_up: std::sync::atomic::AtomicBool::new(false),
     });
     publish_raft(&replica, &shared);
     let (to_engine, from_raft) = unbounded();
+    if let Some(c) = catch_up {
+        tracing::warn!(
+            index = c.index,
+            height = c.point.height,
+            "the chain is behind the installed snapshot: catching up from a peer first"
+        );
+        let _ = to_engine.send(FromRaft::CatchUp(c));
+    }
     let raft_thread = {
         let (net, shared, config, status) =
             (net.clone(), shared.clone(), config.clone(), status.clone());
@@ -464,6 +773,7 @@ pub fn start(
                     heard: HashMap::new(),
                     next_read: 0,
                     ticks: 0,
+                    points: std::collections::VecDeque::new(),
                 }
                 .run(&events_rx);
             })?
@@ -479,6 +789,7 @@ pub fn start(
                 );
             })?
     };
+    let cluster_events = events.clone();
     let barrier = ReadBarrier {
         events,
         applied: shared.applied.subscribe(),
@@ -487,7 +798,10 @@ pub fn start(
     };
     Ok(Running {
         barrier,
-        cluster: Cluster { shared },
+        cluster: Cluster {
+            shared,
+            events: cluster_events,
+        },
         threads: vec![engine_thread, raft_thread],
         transport: net,
         runtime,
@@ -506,6 +820,8 @@ fn publish_raft(replica: &Replica, shared: &Shared) {
             last_index: replica.last_index(),
             first_index: replica.first_index(),
             voters: replica.voters(),
+            learners: replica.learners(),
+            joint: replica.joint(),
         };
     }
 }
@@ -531,6 +847,9 @@ struct RaftLoop {
     heard: HashMap<NodeId, Instant>,
     next_read: u64,
     ticks: u64,
+    /// Blocks the chain holds durably, (Raft index, point), oldest first:
+    /// where the log may be compacted to.
+    points: std::collections::VecDeque<(u64, SnapshotPoint)>,
 }
 
 impl RaftLoop {
@@ -572,21 +891,27 @@ impl RaftLoop {
                     }
                 };
                 send_all(&self.net, out.messages);
-                if let Some((index, term)) = out.snapshot {
-                    // Logs are compacted only below what every voter has,
-                    // so a leader sends one only to a node that lost its
-                    // log (or was never in the configuration). Its chain
-                    // cannot be brought up to the snapshot yet: stop, loudly.
-                    tracing::error!(
-                        index,
-                        term,
-                        "received a Raft snapshot, which this version cannot install; this node stops replicating"
+                for change in &out.conf_changes {
+                    self.reconfigure(change);
+                }
+                if let Some(c) = out.snapshot {
+                    tracing::info!(
+                        index = c.index,
+                        term = c.term,
+                        height = c.point.height,
+                        "installed a Raft snapshot; catching up its blocks from a peer"
                     );
-                    self.shared
-                        .fail(format!("a Raft snapshot at index {index} arrived"));
-                    self.publish();
-                    self.publish_status();
-                    return;
+                    metrics::counter!("parledger_raft_snapshots_installed_total").increment(1);
+                    for (id, address) in &c.point.addresses {
+                        if *id != self.config.node_id {
+                            if let Err(e) = self.net.add_peer(*id, address.clone()) {
+                                tracing::warn!(peer = id, error = %e, "cannot add a peer the snapshot names");
+                            }
+                        }
+                    }
+                    if self.to_engine.send(FromRaft::CatchUp(c)).is_err() {
+                        return;
+                    }
                 }
                 let applied = self.replica.applied_index();
                 if !out.committed.is_empty() || applied != handed {
@@ -661,7 +986,12 @@ impl RaftLoop {
             safe: self.safe_index(),
         };
         let body = serde_json::to_vec(&info).unwrap_or_default();
-        for id in self.replica.voters() {
+        for id in self
+            .replica
+            .voters()
+            .into_iter()
+            .chain(self.replica.learners())
+        {
             if id == self.config.node_id {
                 continue;
             }
@@ -698,7 +1028,30 @@ impl RaftLoop {
                 self.replica
                     .read_index(self.next_read.to_be_bytes().to_vec());
             }
-            RaftEvent::Compact(durable) => self.compact(durable),
+            RaftEvent::Compact(index, point) => {
+                if self.points.back().is_none_or(|(i, _)| *i < index) {
+                    self.points.push_back((index, point));
+                    if self.points.len() > POINTS_KEPT {
+                        self.points.pop_front();
+                    }
+                }
+                self.compact();
+            }
+            RaftEvent::ConfChange {
+                changes,
+                context,
+                reply,
+            } => {
+                let r = self
+                    .replica
+                    .propose_conf_change(&changes, &context)
+                    .map_err(|e| {
+                        tracing::debug!(error = %e, "configuration change not proposed");
+                        NodeError::NoLeader
+                    });
+                let _ = reply.send(r);
+            }
+            RaftEvent::TransferLeader(to) => self.replica.transfer_leader(to),
             RaftEvent::Stop => {}
         }
     }
@@ -730,24 +1083,93 @@ impl RaftLoop {
         }
     }
 
-    fn compact(&mut self, durable: u64) {
+    /// Compacts the log to the newest durable block at or below the limit:
+    /// what every voter has (a voter more than `compact_lag_max` behind
+    /// aside: it will be sent a snapshot), minus `compact_keep` entries.
+    fn compact(&mut self) {
         let every = self.config.compact_every;
+        let Some(durable) = self.points.back().map(|(i, _)| *i) else {
+            return;
+        };
         if every == 0 {
             return;
         }
-        let target = durable
-            .min(self.safe_index())
+        let floor = durable.saturating_sub(self.config.compact_lag_max);
+        let limit = durable
+            .min(self.safe_index().max(floor))
             .saturating_sub(self.config.compact_keep);
         let base = self.replica.first_index().saturating_sub(1);
-        if target < base + every {
+        let Some((index, point)) = self.points.iter().rev().find(|(i, _)| *i <= limit) else {
+            return;
+        };
+        if *index < base + every {
             return;
         }
-        match self.replica.compact(target) {
-            Ok(to) => {
-                tracing::info!(from = base, to, "compacted the Raft log");
+        let mut point = point.clone();
+        point.addresses = self.net.peers();
+        point
+            .addresses
+            .insert(self.config.node_id, self.config.cluster_address.clone());
+        match self.replica.compact(*index, &point) {
+            Ok(to) if to > base => {
+                tracing::info!(
+                    from = base,
+                    to,
+                    height = point.height,
+                    "compacted the Raft log"
+                );
                 metrics::counter!("parledger_raft_compactions_total").increment(1);
+                self.points.retain(|(i, _)| *i > to);
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(code = e.code(), error = %e, "log compaction refused"),
+        }
+    }
+
+    /// Follows an applied configuration change: dials the nodes it adds,
+    /// forgets those it removes.
+    fn reconfigure(&mut self, change: &ledger::replication::ConfApplied) {
+        let me = self.config.node_id;
+        tracing::info!(
+            index = change.index,
+            added = ?change.added,
+            removed = ?change.removed,
+            voters = ?change.conf.voters,
+            learners = ?change.conf.learners,
+            "configuration changed"
+        );
+        for (id, address) in &change.added {
+            match address {
+                Some(a) if *id != me => {
+                    if let Err(e) = self.net.add_peer(*id, a.clone()) {
+                        tracing::warn!(peer = id, error = %e, "cannot add peer");
+                    }
+                }
+                None if *id != me && self.net.peer_stats(*id).is_none() => {
+                    tracing::warn!(
+                        peer = id,
+                        "a node was added without its address: give it with --peer"
+                    );
+                }
+                _ => {}
+            }
+        }
+        for id in &change.removed {
+            if *id == me {
+                tracing::warn!(
+                    index = change.index,
+                    "this node was removed from the cluster; stop it"
+                );
+                self.shared.fail(format!(
+                    "removed from the cluster by the configuration change at index {}",
+                    change.index
+                ));
+            } else {
+                self.net.remove_peer(*id);
+                if let Ok(mut p) = self.shared.peers.write() {
+                    p.remove(id);
+                }
+            }
         }
     }
 
@@ -776,6 +1198,18 @@ impl RaftLoop {
                 }
                 Err(e) => tracing::warn!(peer = m.from, error = %e, "undecodable forward"),
             },
+            KIND_BLOCK_REQUEST => {
+                let _ = self.to_engine.send(FromRaft::BlockRequest {
+                    from: m.from,
+                    body: body.to_vec(),
+                });
+            }
+            KIND_BLOCKS => {
+                let _ = self.to_engine.send(FromRaft::Blocks {
+                    from: m.from,
+                    body: body.to_vec(),
+                });
+            }
             KIND_INFO => match serde_json::from_slice::<PeerInfo>(body) {
                 Ok(info) => {
                     if let Ok(mut p) = self.shared.peers.write() {
@@ -853,6 +1287,17 @@ struct EngineLoop<'a> {
     /// Which group orders which partition, and this node's group.
     groups: GroupMap,
     group: GroupId,
+    /// While the chain catches up with an installed snapshot.
+    catching: Option<Catching>,
+}
+
+/// A catch-up under way.
+struct Catching {
+    target: CatchUp,
+    /// Committed entries that arrived meanwhile, in order.
+    held: Vec<(Vec<Entry>, u64)>,
+    /// The last block request: when, and to whom.
+    asked: Option<(Instant, NodeId)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -888,6 +1333,7 @@ fn run_engine(
             deadline: None,
             groups: GroupMap::single(),
             group: 0,
+            catching: None,
         };
         l.run(work, from_raft);
         if let Err(e) = l.engine.flush() {
@@ -911,11 +1357,26 @@ impl EngineLoop<'_> {
             select! {
                 recv(from_raft) -> m => match m {
                     Ok(FromRaft::Committed { entries, upto }) => {
-                        if !self.apply(entries, upto) {
+                        if let Some(c) = &mut self.catching {
+                            c.held.push((entries, upto));
+                        } else if !self.apply(entries, upto) {
                             self.stop_raft();
                             return;
                         }
                     }
+                    Ok(FromRaft::CatchUp(target)) => {
+                        if !self.start_catch_up(target) {
+                            self.stop_raft();
+                            return;
+                        }
+                    }
+                    Ok(FromRaft::Blocks { from, body }) => {
+                        if !self.adopt_blocks(from, &body) {
+                            self.stop_raft();
+                            return;
+                        }
+                    }
+                    Ok(FromRaft::BlockRequest { from, body }) => self.serve_blocks(from, &body),
                     // A follower's batch joins the leader's next proposal
                     // (dropped when this node no longer leads: their node
                     // sends them again).
@@ -974,16 +1435,31 @@ impl EngineLoop<'_> {
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
+                if self.catching.as_ref().is_some_and(|c| {
+                    c.asked
+                        .is_none_or(|(t, _)| now.duration_since(t) >= CATCH_UP_RETRY)
+                }) {
+                    self.ask_blocks(now);
+                }
             }
             if now >= next_compact {
                 next_compact = now + COMPACT_CHECK_EVERY;
                 let applied = *self.shared.applied.borrow();
                 let every = self.config.compact_every;
-                if every > 0 && applied >= compacted_at + every {
+                // Durable points a few times per compaction interval: the
+                // raft thread compacts to the newest one below its limit.
+                if every > 0 && applied >= compacted_at + (every / 4).max(1) {
                     match self.engine.sync_chain() {
-                        Ok(Some(durable)) => {
-                            compacted_at = durable;
-                            let _ = self.events.send(RaftEvent::Compact(durable));
+                        Ok(Some((header, hash))) => {
+                            compacted_at = header.raft_index;
+                            let point = SnapshotPoint {
+                                height: header.height,
+                                hash,
+                                ..SnapshotPoint::default()
+                            };
+                            let _ = self
+                                .events
+                                .send(RaftEvent::Compact(header.raft_index, point));
                         }
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "chain checkpoint failed"),
@@ -1170,38 +1646,249 @@ impl EngineLoop<'_> {
             if entry.proposer == self.shared.node_id {
                 self.proposed = self.proposed.saturating_sub(1);
             }
+            if self
+                .engine
+                .tip()
+                .is_some_and(|(h, _)| entry.index <= h.raft_index)
+            {
+                // Its block came with a catch-up (copied from a peer).
+                continue;
+            }
             let batch: OrderedBatch = entry.into_batch();
             match self.engine.apply(batch) {
                 Ok(block) => {
-                    let mut replies = Vec::new();
-                    for (i, tx) in block.txs.iter().enumerate() {
-                        if let Some(p) = self.take_pending(&tx.id) {
-                            replies.extend(p.replies.into_iter().map(|r| (i as u32, r)));
-                        }
-                    }
-                    self.shared
-                        .height
-                        .store(block.header.height, Ordering::Release);
-                    if self.responder.send((block, replies)).is_err() {
+                    if !self.deliver(block) {
                         return false;
                     }
                 }
                 Err(e) => {
-                    tracing::error!(code = e.code(), error = %e, "cannot apply a committed entry; this node stops applying (its chain or state must be repaired)");
-                    self.shared.fail(e.to_string());
-                    if let Ok(mut s) = self.status.write() {
-                        s.ready = false;
-                    }
-                    for (_, p) in self.pending.drain() {
-                        for r in p.replies {
-                            let _ = r.send(Err(NodeError::Failed(e.to_string())));
-                        }
-                    }
+                    self.fail(&e, "cannot apply a committed entry");
                     return false;
                 }
             }
         }
         self.shared.applied.send_replace(upto);
         true
+    }
+
+    /// Hands an applied block to the responder, with the replies of the
+    /// submissions it carries.
+    fn deliver(&mut self, block: Arc<AppliedBlock>) -> bool {
+        let mut replies = Vec::new();
+        for (i, tx) in block.txs.iter().enumerate() {
+            if let Some(p) = self.take_pending(&tx.id) {
+                replies.extend(p.replies.into_iter().map(|r| (i as u32, r)));
+            }
+        }
+        self.shared
+            .height
+            .store(block.header.height, Ordering::Release);
+        self.responder.send((block, replies)).is_ok()
+    }
+
+    /// The node cannot go on applying blocks: it says so everywhere.
+    fn fail(&mut self, e: &ledger::LedgerError, what: &str) {
+        tracing::error!(code = e.code(), error = %e, "{what}; this node stops applying (its chain or state must be repaired)");
+        self.shared.fail(e.to_string());
+        if let Ok(mut s) = self.status.write() {
+            s.ready = false;
+        }
+        for (_, p) in self.pending.drain() {
+            for r in p.replies {
+                let _ = r.send(Err(NodeError::Failed(e.to_string())));
+            }
+        }
+    }
+
+    /// A snapshot was installed: copy blocks from peers up to its block
+    /// (holding committed entries meanwhile), unless the chain is there.
+    fn start_catch_up(&mut self, target: CatchUp) -> bool {
+        let height = target.point.height;
+        if self.engine.height() >= height {
+            return self.check_reached(&target);
+        }
+        tracing::info!(
+            from = self.engine.height(),
+            to = height,
+            "catching up: copying blocks from a peer"
+        );
+        let held = self.catching.take().map(|c| c.held).unwrap_or_default();
+        self.catching = Some(Catching {
+            target,
+            held,
+            asked: None,
+        });
+        self.shared.catching_up.store(true, Ordering::Relaxed);
+        self.ask_blocks(Instant::now());
+        true
+    }
+
+    /// The chain holds the snapshot's block: the same hash, or a divergence.
+    fn check_reached(&mut self, target: &CatchUp) -> bool {
+        let height = target.point.height;
+        if height == 0 {
+            return true;
+        }
+        match self.engine.header(height) {
+            Ok(Some((_, hash))) if hash == target.point.hash => true,
+            Ok(found) => {
+                let e = ledger::LedgerError::Divergence {
+                    expected_height: height,
+                    expected_hash: target.point.hash.to_hex(),
+                    actual_height: self.engine.height(),
+                    actual_hash: found.map_or_else(|| "none".into(), |(_, h)| h.to_hex()),
+                };
+                self.fail(&e, "the snapshot names a block this chain does not have");
+                false
+            }
+            Err(e) => {
+                self.fail(&e, "cannot read the chain");
+                false
+            }
+        }
+    }
+
+    /// Asks a peer for the next blocks: the leader, or another peer known to
+    /// have them, in turn after a request that went unanswered.
+    fn ask_blocks(&mut self, now: Instant) {
+        let Some(c) = &mut self.catching else {
+            return;
+        };
+        let me = self.shared.node_id;
+        let height = c.target.point.height;
+        let mut candidates: Vec<NodeId> = self
+            .shared
+            .peers
+            .read()
+            .map(|p| {
+                p.iter()
+                    .filter(|(id, (info, _))| **id != me && info.height >= height)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(l) = self.shared.raft().leader.filter(|l| *l != me) {
+            candidates.retain(|id| *id != l);
+            candidates.insert(0, l);
+        }
+        let to = match c.asked {
+            // The one after the last asked, round and round.
+            Some((_, last)) => candidates
+                .iter()
+                .position(|id| *id == last)
+                .and_then(|i| candidates.get(i + 1))
+                .or(candidates.first())
+                .copied(),
+            None => candidates.first().copied(),
+        };
+        let Some(to) = to else {
+            c.asked = Some((now, 0));
+            return;
+        };
+        let request = BlockRequest {
+            from_height: self.engine.height() + 1,
+            bytes_max: CATCH_UP_CHUNK_BYTES,
+        };
+        tracing::debug!(peer = to, from = request.from_height, "asking for blocks");
+        if let Err(e) = self
+            .net
+            .send(to, frame(KIND_BLOCK_REQUEST, &request.encode()))
+        {
+            tracing::debug!(peer = to, error = %e, "block request not queued");
+        }
+        c.asked = Some((now, to));
+    }
+
+    /// A peer's blocks: each executed and adopted only if identical, up to
+    /// the snapshot's block; then the held entries apply.
+    fn adopt_blocks(&mut self, from: NodeId, body: &[u8]) -> bool {
+        let Some(target) = self.catching.as_ref().map(|c| c.target.clone()) else {
+            return true;
+        };
+        let copies = match decode_blocks(body) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(peer = from, error = %e, "undecodable blocks; asking another peer");
+                self.ask_blocks(Instant::now());
+                return true;
+            }
+        };
+        let height = target.point.height;
+        let mut adopted = 0u64;
+        for copy in copies {
+            let h = copy.header.height;
+            if h <= self.engine.height() {
+                continue;
+            }
+            if h > height {
+                break;
+            }
+            match self.engine.apply_copy(&copy) {
+                Ok(block) => {
+                    adopted += 1;
+                    if !self.deliver(block) {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    self.fail(
+                        &e,
+                        &format!("block {h} copied from node {from} does not execute to itself"),
+                    );
+                    return false;
+                }
+            }
+        }
+        metrics::counter!("parledger_raft_blocks_copied_total").increment(adopted);
+        if self.engine.height() < height {
+            // More to fetch: at once if this chunk helped; otherwise the
+            // sweep asks the next peer after `CATCH_UP_RETRY`.
+            if adopted > 0 {
+                self.ask_blocks(Instant::now());
+            }
+            return true;
+        }
+        if !self.check_reached(&target) {
+            return false;
+        }
+        tracing::info!(height, "caught up with the snapshot");
+        let held = self.catching.take().map(|c| c.held).unwrap_or_default();
+        self.shared.catching_up.store(false, Ordering::Relaxed);
+        self.shared.applied.send_replace(target.index);
+        for (entries, upto) in held {
+            if !self.apply(entries, upto) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Answers a peer's block request with the durable blocks it asks for.
+    fn serve_blocks(&mut self, from: NodeId, body: &[u8]) {
+        let request = match BlockRequest::decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = from, error = %e, "undecodable block request");
+                return;
+            }
+        };
+        let bytes = request.bytes_max.min(CATCH_UP_CHUNK_BYTES) as usize;
+        match self.engine.blocks_after(request.from_height, bytes) {
+            Ok(copies) => {
+                tracing::debug!(
+                    peer = from,
+                    from = request.from_height,
+                    count = copies.len(),
+                    "sending blocks"
+                );
+                if let Err(e) = self
+                    .net
+                    .send(from, frame(KIND_BLOCKS, &encode_blocks(&copies)))
+                {
+                    tracing::debug!(peer = from, error = %e, "blocks not queued");
+                }
+            }
+            Err(e) => tracing::warn!(peer = from, error = %e, "cannot read blocks for a peer"),
+        }
     }
 }
