@@ -264,6 +264,11 @@ impl Replica {
             ),
         };
         let (applied, catch_up) = match point {
+            // A joining node with a chain (restored from a backup) and no
+            // log yet: raft-rs starts from nothing; the leader's snapshot
+            // tells how the chain relates to the log (its block is checked,
+            // and entries the chain already holds are skipped).
+            None if !log.is_initialized() => (0, None),
             Some(point) if config.height < point.height => (
                 base.index,
                 Some(CatchUp {
@@ -890,7 +895,13 @@ mod tests {
     #[test]
     fn a_node_without_a_configuration_waits_for_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Replica::open(dir.path(), 4, &[], config(0)).unwrap();
+        // Its chain may hold blocks already (restored from a backup).
+        let restored = ReplicaConfig {
+            height: 12,
+            ..config(14)
+        };
+        let mut r = Replica::open(dir.path(), 4, &[], restored).unwrap();
+        assert_eq!(r.applied_index(), 0);
         assert!(r.voters().is_empty());
         for _ in 0..100 {
             r.tick();
