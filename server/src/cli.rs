@@ -46,6 +46,23 @@ pub enum Command {
     /// Cluster tools.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Configuration files for `parledger serve --config FILE`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: report every unknown key, value of the
+    /// wrong kind and setting the node would refuse at start; print the
+    /// settings with their sources when it is valid. Exit status 1 when not.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print a configuration file with every option of `parledger serve`,
+    /// its help, default and environment variable (all commented out).
+    Example,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +221,19 @@ pub enum BenchCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => node::serve(*args).map(|()| ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Check { file }) => {
+            let (ok, report) = crate::config::check(&file);
+            print!("{report}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", crate::config::example());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => tools::verify(&args.data_dir, args.json),
         Command::Receipt(args) => tools::receipt(&args.data_dir, &args.tx),
         Command::VerifyReceipt(args) => {

@@ -12,6 +12,7 @@ mod cli;
 // certs` and the module's own tests use it.
 #[allow(dead_code)]
 mod cluster;
+mod config;
 mod demo;
 mod node;
 mod tools;
@@ -21,7 +22,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = cli::Cli::parse();
+    // A configuration file and the environment become arguments first.
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(argv);
     init_tracing(cli.log_json);
     match cli::run(cli) {
         Ok(code) => code,

@@ -21,6 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A configuration file (TOML): every option below by its name with
+    /// `_` (`batch_len_max = 5000`). Environment variables
+    /// (`PARLEDGER_BATCH_LEN_MAX`) override it, and flags override both;
+    /// `parledger config example` prints every option.
+    #[arg(long, env = "PARLEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Where the node keeps its SQLite databases (created if missing).
     #[arg(long, default_value = "data", env = "PARLEDGER_DATA_DIR")]
     pub data_dir: PathBuf,

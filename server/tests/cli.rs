@@ -374,3 +374,75 @@ fn cluster_certs_issues_a_ca_and_node_certificates_and_never_overwrites() {
     assert!(!zero.status.success());
     assert!(!none.exists(), "a refusal writes nothing");
 }
+
+/// The committed example configuration is what `config example` prints, and
+/// `config check` accepts it.
+#[test]
+fn the_example_configuration_is_current_and_valid() {
+    let out = parledger(&["config", "example"]);
+    assert!(out.status.success());
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/parledger.example.toml"
+    );
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        committed,
+        "regenerate it: cargo run -p parledger -- config example > deploy/parledger.example.toml"
+    );
+    let check = parledger(&["config", "check", path]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+}
+
+/// `serve --config FILE` takes its settings from the file; an environment
+/// variable overrides the file; a file with an unknown key is refused
+/// before anything starts, naming the key and the closest option.
+#[test]
+fn serve_reads_a_configuration_file_the_environment_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from_file, from_env) = (free_port(), free_port());
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{from_file}\"\ndemo = true\nbatch_window_ms = 1\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parledger"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("PARLEDGER_LISTEN", format!("127.0.0.1:{from_env}"))
+        .env("PARLEDGER_RATE_LIMIT", "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        if let Some((200, _)) = http_get(from_env, "/readyz") {
+            break true;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let on_file_port = http_get(from_file, "/livez");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "the node did not listen where the environment said");
+    assert!(on_file_port.is_none(), "the file's listen address was used");
+    assert!(
+        dir.path().join("data").join("chain.db").is_file(),
+        "the file's data_dir was not used"
+    );
+
+    std::fs::write(&file, "batch_len_mx = 5\n").unwrap();
+    let out = parledger(&["serve", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("did you mean `batch_len_max`"), "{err}");
+}
