@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         }
     };
     let cli = cli::Cli::parse_from(argv);
-    init_tracing(cli.log_json);
+    let node_id = match &cli.command {
+        cli::Command::Serve(args) => args.cluster.node_id,
+        _ => None,
+    };
+    init_tracing(cli.log_json, node_id);
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -41,16 +45,62 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+/// Logs to standard error: text, or JSON lines (`--log-json`) that carry
+/// the node's id (`node_id`, for a cluster node) and the current span's
+/// fields (a request's `request_id`).
+fn init_tracing(json: bool, node_id: Option<u64>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        let format = tracing_subscriber::fmt::format()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false);
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithNode {
+                inner: format,
+                node_id,
+            })
+            .init();
     } else {
-        builder.init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+/// A JSON event format with `"node_id": N` first on every line.
+struct WithNode<F> {
+    inner: F,
+    node_id: Option<u64>,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithNode<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        match (self.node_id, line.strip_prefix('{')) {
+            (Some(id), Some(rest)) => write!(writer, "{{\"node_id\":{id},{rest}"),
+            _ => writer.write_str(&line),
+        }
     }
 }
 

@@ -58,24 +58,95 @@ impl Metrics {
     }
 }
 
-/// Counts and times every request by route template, method and status.
+/// The header a request id travels in (given by a client or a proxy, or
+/// made here), echoed on the response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request id as a client may give it: 1 to 64 characters of
+/// `A-Z a-z 0-9 . _ -`; anything else is replaced by one made here.
+fn valid_request_id(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A new request id: this process's start time and a counter, in hex
+/// (unique per node, ordered, and cheap).
+fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static START: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(crate::node::now_ms);
+    format!("{start:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Counts and times every request by route template, method and status,
+/// and runs it in a `request` span carrying its id (`X-Request-Id`, given
+/// or made here, echoed on the response), so every log line written while
+/// serving it names the request. Failures (5xx) are logged as warnings,
+/// everything else at debug.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
     let start = Instant::now();
     let method = req.method().to_string();
-    let res = next.call(req).await?;
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(new_request_id, str::to_string);
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    let mut res = next.call(req).instrument(span.clone()).await?;
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
-    let code = res.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", code)];
+    let code = res.status().as_u16();
+    let elapsed = start.elapsed();
+    span.in_scope(|| {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if code >= 500 {
+            tracing::warn!(status = code, ms, route = %route, "request failed");
+        } else {
+            tracing::debug!(status = code, ms, route = %route, "request");
+        }
+    });
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&id) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(REQUEST_ID),
+            v,
+        );
+    }
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", code.to_string()),
+    ];
     metrics::counter!("parledger_http_requests_total", &labels).increment(1);
     metrics::histogram!("parledger_http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
     Ok(res)
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked_and_made_unique() {
+        assert!(valid_request_id("abc-123_X.y"));
+        for bad in ["", "a b", "a\nb", "é", &"x".repeat(65)] {
+            assert!(!valid_request_id(bad), "{bad:?}");
+        }
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert!(valid_request_id(&a));
+    }
 }
 
 /// Ledger metrics from every durable block.
