@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// terminates TLS).
     #[arg(long)]
     pub allow_plain_http: bool,
+    /// Seconds between checks of the key and certificate files (JWT keys,
+    /// API and cluster certificates): a changed file is reloaded without a
+    /// restart, as on SIGHUP (0: only on SIGHUP).
+    #[arg(long, default_value_t = 30)]
+    pub keys_watch_s: u64,
     /// Execution threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -471,7 +476,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(t) = &tls {
         // Fail before opening anything if the certificate is unusable.
-        api::tls_config(t)?;
+        api::ApiCert::load(t)?;
     }
     let mut config = EngineConfig::new(&args.data_dir);
     config.limits = Limits {
@@ -611,7 +616,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
     );
     api.cluster = cluster;
-    let served = api::run(args.listen, tls.as_ref(), api);
+    let c = &args.cluster;
+    let keys = api::Keys {
+        tls: tls.clone(),
+        cluster_tls: c.node_id.and_then(|_| {
+            Some((
+                c.cluster_cert.clone()?,
+                c.cluster_key.clone()?,
+                c.cluster_ca.clone()?,
+            ))
+        }),
+        watch_every: Duration::from_secs(args.keys_watch_s),
+    };
+    let served = api::run(args.listen, keys, api);
     // The HTTP server has stopped (SIGINT or SIGTERM): stop the demo load so
     // that the last Submitter goes away, which closes the queue and lets the
     // sequencer apply what it holds, flush the state and stop.

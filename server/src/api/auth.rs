@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Access and refresh token claims.
@@ -139,10 +139,9 @@ struct VerifyKey {
 /// Token issuing and checking.
 pub struct Auth {
     pub config: AuthConfig,
-    kid: String,
-    signing: EncodingKey,
-    keys: HashMap<String, VerifyKey>,
-    jwks: serde_json::Value,
+    /// The signing key and every key tokens are checked against, replaced
+    /// whole by [`Auth::reload`].
+    keys: RwLock<Arc<KeySet>>,
     /// sha256(token) → claims, for tokens whose signature already verified.
     cache: Mutex<HashMap<[u8; 32], Claims>>,
     buckets: Mutex<HashMap<(OrgId, String), Bucket>>,
@@ -152,10 +151,104 @@ pub struct Auth {
     dummy_hash: String,
 }
 
+/// A signing key retired by a rotation, still trusted until `until`.
+#[derive(Clone)]
+struct Retired {
+    kid: String,
+    public: [u8; 32],
+    until: Instant,
+}
+
+/// The keys in force: this node's signing key and every key a token may be
+/// signed with.
+struct KeySet {
+    kid: String,
+    /// The signing key's public half.
+    public: [u8; 32],
+    signing: EncodingKey,
+    keys: HashMap<String, VerifyKey>,
+    jwks: serde_json::Value,
+    retired: Vec<Retired>,
+}
+
+fn ed25519_jwk(kid: &str, public: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+        "kid": kid, "x": b64url(public),
+    })
+}
+
+impl KeySet {
+    /// Reads the key files named by `config`; `retired` keys stay trusted.
+    fn load(config: &AuthConfig, retired: &[Retired]) -> anyhow::Result<KeySet> {
+        let signing = load_or_create_key(&config.key_file)?;
+        let public = signing.verifying_key().to_bytes();
+        let kid = kid_of(&public);
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| anyhow::anyhow!("encoding JWT key: {e}"))?;
+        let mut keys = HashMap::new();
+        let mut jwks = vec![ed25519_jwk(&kid, &public)];
+        let ed = |public: &[u8]| VerifyKey {
+            key: DecodingKey::from_ed_der(public),
+            alg: Algorithm::EdDSA,
+            issuer: config.issuer.clone(),
+        };
+        keys.insert(kid.clone(), ed(&public));
+        let trusted = config
+            .trusted_keys
+            .iter()
+            .map(|path| load_public_pem(path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let retired_keys = retired.iter().map(|r| r.public.as_slice());
+        for public in trusted.iter().map(Vec::as_slice).chain(retired_keys) {
+            let k = kid_of(public);
+            if keys.contains_key(&k) {
+                continue;
+            }
+            jwks.push(ed25519_jwk(&k, public));
+            keys.insert(k, ed(public));
+        }
+        if let Some((issuer, path)) = &config.idp {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading identity provider JWKS {}", path.display()))?;
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+                .with_context(|| format!("parsing identity provider JWKS {}", path.display()))?;
+            for jwk in &set.keys {
+                let Some(kid) = jwk.common.key_id.clone() else {
+                    anyhow::bail!("identity provider key without kid in {}", path.display());
+                };
+                let alg = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => anyhow::bail!("identity provider key {kid}: unsupported key type"),
+                };
+                keys.insert(
+                    kid,
+                    VerifyKey {
+                        key: DecodingKey::from_jwk(jwk)?,
+                        alg,
+                        issuer: issuer.clone(),
+                    },
+                );
+            }
+        }
+        Ok(KeySet {
+            kid,
+            public,
+            signing: EncodingKey::from_ed_der(der.as_bytes()),
+            keys,
+            jwks: serde_json::json!({ "keys": jwks }),
+            retired: retired.to_vec(),
+        })
+    }
+}
+
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("kid", &self.kid)
+            .field("kid", &self.key_set().kid)
             .finish_non_exhaustive()
     }
 }
@@ -230,73 +323,11 @@ pub fn now_ms() -> u64 {
 
 impl Auth {
     pub fn new(config: AuthConfig) -> anyhow::Result<Auth> {
-        let signing = load_or_create_key(&config.key_file)?;
-        let public = signing.verifying_key().to_bytes();
-        let kid = kid_of(&public);
-        let der = signing
-            .to_pkcs8_der()
-            .map_err(|e| anyhow::anyhow!("encoding JWT key: {e}"))?;
-        let mut keys = HashMap::new();
-        let mut jwks = vec![serde_json::json!({
-            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
-            "kid": kid, "x": b64url(&public),
-        })];
-        keys.insert(
-            kid.clone(),
-            VerifyKey {
-                key: DecodingKey::from_ed_der(&public),
-                alg: Algorithm::EdDSA,
-                issuer: config.issuer.clone(),
-            },
-        );
-        for path in &config.trusted_keys {
-            let public = load_public_pem(path)?;
-            let k = kid_of(&public);
-            jwks.push(serde_json::json!({
-                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
-                "kid": k, "x": b64url(&public),
-            }));
-            keys.insert(
-                k,
-                VerifyKey {
-                    key: DecodingKey::from_ed_der(&public),
-                    alg: Algorithm::EdDSA,
-                    issuer: config.issuer.clone(),
-                },
-            );
-        }
-        if let Some((issuer, path)) = &config.idp {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading identity provider JWKS {}", path.display()))?;
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-                .with_context(|| format!("parsing identity provider JWKS {}", path.display()))?;
-            for jwk in &set.keys {
-                let Some(kid) = jwk.common.key_id.clone() else {
-                    anyhow::bail!("identity provider key without kid in {}", path.display());
-                };
-                let alg = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    _ => anyhow::bail!("identity provider key {kid}: unsupported key type"),
-                };
-                keys.insert(
-                    kid,
-                    VerifyKey {
-                        key: DecodingKey::from_jwk(jwk)?,
-                        alg,
-                        issuer: issuer.clone(),
-                    },
-                );
-            }
-        }
+        let keys = KeySet::load(&config, &[])?;
         let dummy_hash = hash_password("not a password")?;
         Ok(Auth {
             config,
-            kid,
-            signing: EncodingKey::from_ed_der(der.as_bytes()),
-            keys,
-            jwks: serde_json::json!({ "keys": jwks }),
+            keys: RwLock::new(Arc::new(keys)),
             cache: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -304,8 +335,48 @@ impl Auth {
         })
     }
 
-    pub fn jwks(&self) -> &serde_json::Value {
-        &self.jwks
+    fn key_set(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            // A writer panicked between two whole sets: either is whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the key files again (`--jwt-key`, `--jwt-trust-key`, the
+    /// identity provider's JWKS): a rotated signing key signs new tokens
+    /// from now on, and the key it replaces stays trusted until every token
+    /// it signed has expired (the refresh lifetime). Nothing changes when a
+    /// file cannot be read. Returns whether the signing key changed.
+    pub fn reload(&self) -> anyhow::Result<bool> {
+        let old = self.key_set();
+        let now = Instant::now();
+        let mut retired: Vec<Retired> = old
+            .retired
+            .iter()
+            .filter(|r| r.until > now)
+            .cloned()
+            .collect();
+        let fresh = KeySet::load(&self.config, &[])?;
+        let rotated = fresh.kid != old.kid;
+        if rotated {
+            retired.push(Retired {
+                kid: old.kid.clone(),
+                public: old.public,
+                until: now + self.config.refresh_ttl,
+            });
+        }
+        retired.retain(|r| r.kid != fresh.kid);
+        let set = KeySet::load(&self.config, &retired)?;
+        match self.keys.write() {
+            Ok(mut k) => *k = Arc::new(set),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
+        }
+        Ok(rotated)
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.key_set().jwks.clone()
     }
 
     /// Signs a token of kind `typ` for a user.
@@ -326,10 +397,11 @@ impl Auth {
             jti: new_id(),
             typ: typ.to_string(),
         };
+        let keys = self.key_set();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(keys.kid.clone());
         let token =
-            jsonwebtoken::encode(&header, &claims, &self.signing).map_err(ApiError::internal)?;
+            jsonwebtoken::encode(&header, &claims, &keys.signing).map_err(ApiError::internal)?;
         Ok((token, claims))
     }
 
@@ -352,7 +424,8 @@ impl Auth {
         let kid = header
             .kid
             .ok_or_else(|| invalid("the token has no kid".into()))?;
-        let key = self
+        let keys = self.key_set();
+        let key = keys
             .keys
             .get(&kid)
             .ok_or_else(|| invalid(format!("no trusted key has kid {kid}")))?;

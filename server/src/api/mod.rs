@@ -428,8 +428,47 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// A rustls server configuration (ring provider, TLS 1.2 and 1.3).
-pub fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ServerConfig> {
+/// The API's certificate and key, read again by [`ApiCert::reload`]: new
+/// connections are served with the new pair, open ones keep theirs.
+#[derive(Debug)]
+pub struct ApiCert {
+    tls: Tls,
+    current: RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ApiCert {
+    pub fn load(tls: &Tls) -> anyhow::Result<Arc<ApiCert>> {
+        Ok(Arc::new(ApiCert {
+            tls: tls.clone(),
+            current: RwLock::new(Arc::new(certified_key(tls)?)),
+        }))
+    }
+
+    /// Reads the files again; nothing changes when they are unusable.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = Arc::new(certified_key(&self.tls)?);
+        match self.current.write() {
+            Ok(mut c) => *c = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ApiCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        })
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(tls: &Tls) -> anyhow::Result<rustls::sign::CertifiedKey> {
     use anyhow::Context;
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let certs = rustls_pemfile::certs(&mut read(&tls.cert)?.as_slice())
@@ -443,21 +482,113 @@ pub fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ServerConfig> {
     let key = rustls_pemfile::private_key(&mut read(&tls.key)?.as_slice())
         .with_context(|| format!("parsing the private key in {}", tls.key.display()))?
         .ok_or_else(|| anyhow::anyhow!("no private key in {}", tls.key.display()))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the certificate and key do not form a usable pair")
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .context("the private key is not usable")?;
+    let ck = rustls::sign::CertifiedKey::new(certs, signer);
+    ck.keys_match()
+        .context("the certificate and key do not form a usable pair")?;
+    Ok(ck)
 }
 
-/// Runs the HTTP server until SIGINT or SIGTERM: HTTPS when `tls` is given.
-pub fn run(listen: std::net::SocketAddr, tls: Option<&Tls>, api: Api) -> anyhow::Result<()> {
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3) serving
+/// whatever certificate `cert` holds at the time of each handshake.
+pub fn tls_config(cert: Arc<ApiCert>) -> anyhow::Result<rustls::ServerConfig> {
+    Ok(rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(cert))
+}
+
+/// The key and certificate files a node reloads on `SIGHUP`, and when
+/// their contents change (checked every `watch_every`; zero: only on the
+/// signal): the JWT keys (`--jwt-key`, `--jwt-trust-key`, the identity
+/// provider's JWKS), the API's certificate, and the cluster's.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub tls: Option<Tls>,
+    /// Cluster certificate, key and CA bundle.
+    pub cluster_tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    pub watch_every: std::time::Duration,
+}
+
+impl Keys {
+    fn files(&self, api: &Api) -> Vec<PathBuf> {
+        let a = &api.auth.config;
+        let mut files = vec![a.key_file.clone()];
+        files.extend(a.trusted_keys.iter().cloned());
+        files.extend(a.idp.as_ref().map(|(_, p)| p.clone()));
+        if let Some(t) = &self.tls {
+            files.extend([t.cert.clone(), t.key.clone()]);
+        }
+        if let Some((c, k, ca)) = &self.cluster_tls {
+            files.extend([c.clone(), k.clone(), ca.clone()]);
+        }
+        files
+    }
+}
+
+/// What the files look like now (size and modification time; a Kubernetes
+/// Secret update swaps a symbolic link, which changes both).
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(u64, Option<std::time::SystemTime>)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        })
+        .collect()
+}
+
+/// Reloads every key and certificate; each part that fails keeps what it
+/// had and says why.
+fn reload_keys(api: &Api, keys: &Keys, cert: Option<&ApiCert>, why: &str) {
+    match api.auth.reload() {
+        Ok(true) => tracing::info!(
+            why,
+            "JWT signing key rotated; the previous one stays trusted until its tokens expire"
+        ),
+        Ok(false) => tracing::info!(why, "JWT keys reloaded"),
+        Err(e) => {
+            tracing::error!(why, error = %e, "JWT keys not reloaded; the previous ones stay in force")
+        }
+    }
+    if let Some(c) = cert {
+        match c.reload() {
+            Ok(()) => tracing::info!(why, "API certificate reloaded"),
+            Err(e) => {
+                tracing::error!(why, error = %e, "API certificate not reloaded; the previous one stays in force")
+            }
+        }
+    }
+    if let (Some(cluster), Some((c, k, ca))) = (&api.cluster, &keys.cluster_tls) {
+        let r = crate::cluster::transport::TlsMaterial::from_files(c, k, ca)
+            .map_err(anyhow::Error::from)
+            .and_then(|m| cluster.reload_tls(&m).map_err(anyhow::Error::from));
+        if let Err(e) = r {
+            tracing::error!(why, error = %e, "cluster TLS not reloaded; the previous material stays in force");
+        }
+    }
+}
+
+/// Runs the HTTP server until SIGINT or SIGTERM: HTTPS when `keys.tls` is
+/// given. `SIGHUP`, or a change of a key file, reloads the keys (`Keys`).
+pub fn run(listen: std::net::SocketAddr, keys: Keys, api: Api) -> anyhow::Result<()> {
     let api = web::Data::new(api);
     let doc = openapi();
     let table = web::Data::new(RouteTable::of(&doc));
-    let config = tls.map(tls_config).transpose()?;
+    let cert = keys.tls.as_ref().map(ApiCert::load).transpose()?;
+    let config = cert.clone().map(tls_config).transpose()?;
     actix_web::rt::System::new().block_on(async move {
         let stop_api = api.clone();
+        let reload_api = api.clone();
+        actix_web::rt::spawn(async move {
+            watch_keys(&reload_api, &keys, cert.as_deref()).await;
+        });
         let server =
             actix_web::HttpServer::new(move || app(api.clone(), doc.clone(), table.clone()))
                 // Signals are handled below, so that event streams end first.
@@ -483,6 +614,54 @@ pub fn run(listen: std::net::SocketAddr, tls: Option<&Tls>, api: Api) -> anyhow:
 /// Longest a graceful stop waits for requests in flight (a client whose
 /// batch is cut off retries it with the same ids: nothing is applied twice).
 const SHUTDOWN_TIMEOUT_S: u64 = 10;
+
+/// Reloads the keys on `SIGHUP` and when their files change, until the
+/// process ends.
+async fn watch_keys(api: &Api, keys: &Keys, cert: Option<&ApiCert>) {
+    let files = keys.files(api);
+    let mut seen = fingerprint(&files);
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; keys reload only when their files change");
+            None
+        }
+    };
+    let every = if keys.watch_every.is_zero() {
+        std::time::Duration::from_secs(24 * 3600)
+    } else {
+        keys.watch_every
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        tokio::select! {
+            _ = signalled => {
+                reload_keys(api, keys, cert, "SIGHUP");
+                seen = fingerprint(&files);
+            }
+            _ = tick.tick(), if !keys.watch_every.is_zero() => {
+                let now = fingerprint(&files);
+                if now != seen {
+                    seen = now;
+                    reload_keys(api, keys, cert, "a key file changed");
+                }
+            }
+        }
+    }
+}
 
 /// SIGINT or SIGTERM.
 async fn stop_signal() {

@@ -477,6 +477,7 @@ impl MembershipError {
 pub struct Cluster {
     shared: Arc<Shared>,
     events: Sender<RaftEvent>,
+    net: Transport,
 }
 
 /// How often a membership change proposes again while it waits (raft-rs
@@ -487,6 +488,14 @@ const PROPOSE_AGAIN: Duration = Duration::from_secs(2);
 impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         self.shared.status()
+    }
+
+    /// A rotated cluster certificate: new connections use it.
+    pub fn reload_tls(
+        &self,
+        material: &super::transport::TlsMaterial,
+    ) -> Result<(), super::transport::TransportError> {
+        self.net.reload_tls(material)
     }
 
     /// Adds node `id`, whose cluster listener is at `address`: first as a
@@ -801,6 +810,7 @@ pub fn start(
         cluster: Cluster {
             shared,
             events: cluster_events,
+            net: net.clone(),
         },
         threads: vec![engine_thread, raft_thread],
         transport: net,

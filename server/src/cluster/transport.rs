@@ -695,8 +695,9 @@ struct Shared {
     /// Shared with the listener, so that `remove_peer` can close the
     /// removed peer's inbound connection.
     current: Arc<CurrentConnections>,
-    /// What a writer needs that `add_peer` must supply later.
-    connector: tokio_rustls::TlsConnector,
+    /// The TLS configurations new connections use (both directions),
+    /// replaced by `reload_tls`.
+    tls: Arc<TlsPair>,
     /// The runtime the transport started on, so that `add_peer` can start a
     /// writer from any thread.
     runtime: tokio::runtime::Handle,
@@ -759,7 +760,11 @@ impl Transport {
             TransportError::Config("the transport must start inside a tokio runtime".into())
         })?;
         let peers = Arc::new(PeerSet::default());
-        let (acceptor, connector) = tls_configs(node_id, &tls, peers.clone())?;
+        let tls = Arc::new(TlsPair(std::sync::RwLock::new(tls_configs(
+            node_id,
+            &tls,
+            peers.clone(),
+        )?)));
         let local_addr = listener
             .local_addr()
             .map_err(|source| TransportError::Listen {
@@ -777,7 +782,7 @@ impl Transport {
             inbound: inbound_tx,
             current: current.clone(),
         });
-        let listener = runtime.spawn(run_listener(listener, acceptor, inbound, stop_rx));
+        let listener = runtime.spawn(run_listener(listener, tls.clone(), inbound, stop_rx));
         let founding_len = founding.len();
         let shared = Shared {
             node_id,
@@ -785,7 +790,7 @@ impl Transport {
             limits,
             peers,
             current,
-            connector,
+            tls,
             runtime,
             stop,
             tasks: Mutex::new(vec![listener]),
@@ -845,6 +850,20 @@ impl Transport {
         self.shared.peers.get(id).map(|p| p.stats())
     }
 
+    /// Replaces this node's certificate, key and CA bundle (a rotation):
+    /// connections opened from now on, in both directions, use the new
+    /// material; open ones keep theirs until they close. Refused, with
+    /// nothing changed, when the material is unusable or names another node.
+    pub fn reload_tls(&self, material: &TlsMaterial) -> Result<(), TransportError> {
+        let pair = tls_configs(self.shared.node_id, material, self.shared.peers.clone())?;
+        self.shared.tls.replace(pair);
+        tracing::info!(
+            node_id = self.shared.node_id,
+            "cluster TLS material reloaded"
+        );
+        Ok(())
+    }
+
     /// The current peers and their addresses.
     pub fn peers(&self) -> BTreeMap<NodeId, String> {
         self.shared
@@ -901,7 +920,7 @@ impl Transport {
         tasks.push(shared.runtime.spawn(run_peer(
             shared.node_id,
             peer,
-            shared.connector.clone(),
+            shared.tls.clone(),
             shared.limits,
             shared.stop.subscribe(),
         )));
@@ -940,6 +959,33 @@ impl Transport {
             let _ = task.await;
         }
         tracing::info!(node_id = self.shared.node_id, "cluster transport stopped");
+    }
+}
+
+/// The listener's and the dialers' TLS configurations, replaced whole when
+/// the node's certificate is rotated; connections already open keep theirs.
+struct TlsPair(std::sync::RwLock<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)>);
+
+impl TlsPair {
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        match self.0.read() {
+            Ok(p) => p.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
+        }
+    }
+
+    fn connector(&self) -> tokio_rustls::TlsConnector {
+        match self.0.read() {
+            Ok(p) => p.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    fn replace(&self, pair: (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector)) {
+        match self.0.write() {
+            Ok(mut p) => *p = pair,
+            Err(poisoned) => *poisoned.into_inner() = pair,
+        }
     }
 }
 
@@ -1053,7 +1099,7 @@ impl WriterStop {
 async fn run_peer(
     node_id: NodeId,
     peer: Arc<Peer>,
-    connector: tokio_rustls::TlsConnector,
+    tls: Arc<TlsPair>,
     limits: TransportLimits,
     stop: watch::Receiver<bool>,
 ) {
@@ -1075,6 +1121,9 @@ async fn run_peer(
     // lines, so that a peer that is down does not flood the log.
     let mut failures = 0u64;
     loop {
+        // The configuration in force now: a rotated certificate applies
+        // from the next dial.
+        let connector = tls.connector();
         let dialed = tokio::select! {
             _ = stop.wait() => return,
             r = dial(&peer, &connector, server_name.clone(), &limits) => r,
@@ -1242,7 +1291,7 @@ struct InboundContext {
 
 async fn run_listener(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Arc<TlsPair>,
     ctx: Arc<InboundContext>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -1281,7 +1330,7 @@ async fn run_listener(
             tcp,
             addr,
             seq,
-            acceptor.clone(),
+            tls.acceptor(),
             ctx.clone(),
             stop.clone(),
             permit,
@@ -1729,6 +1778,52 @@ mod tests {
         assert!(stats(&t1, 2).connected);
         t1.shutdown().await;
         t2.shutdown().await;
+    }
+
+    /// A rotated certificate is used by the connections opened after the
+    /// reload; a certificate naming another node is refused and changes
+    /// nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reloaded_certificate_is_used_by_new_connections() {
+        let mut mesh = Mesh::new(&[1, 2]);
+        let (t1, _rx1) = mesh.start(1, test_limits());
+        let (_t2, mut rx2) = mesh.start(2, test_limits());
+        let a2 = mesh.addrs[&2].to_string();
+        t1.send(2, b"before".to_vec()).unwrap();
+        assert_eq!(recv(&mut rx2).await.payload, b"before");
+
+        let wrong = material(&mesh.ca, &mesh.ca.node(3).unwrap());
+        assert_eq!(
+            t1.reload_tls(&wrong).unwrap_err().code(),
+            "TRANSPORT:OWN_IDENTITY"
+        );
+
+        // Material from a CA node 2 does not trust: the open connection
+        // goes on, a new one is refused.
+        let other = DevCa::new("another CA").unwrap();
+        t1.reload_tls(&material(&other, &other.node(1).unwrap()))
+            .unwrap();
+        t1.send(2, b"open connection".to_vec()).unwrap();
+        assert_eq!(recv(&mut rx2).await.payload, b"open connection");
+        assert!(t1.remove_peer(2));
+        assert!(t1.add_peer(2, a2.clone()).unwrap());
+        t1.send(2, b"new connection, foreign CA".to_vec()).unwrap();
+        let refused = tokio::time::timeout(Duration::from_millis(500), rx2.recv()).await;
+        assert!(
+            refused.is_err(),
+            "node 2 accepted a certificate of another CA"
+        );
+
+        // A new certificate from the consortium CA: the next dial works.
+        t1.reload_tls(&material(&mesh.ca, &mesh.ca.node(1).unwrap()))
+            .unwrap();
+        t1.send(2, b"rotated".to_vec()).unwrap();
+        loop {
+            let m = recv(&mut rx2).await;
+            if m.payload == b"rotated" {
+                break;
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
