@@ -212,6 +212,14 @@ def run(args: argparse.Namespace) -> int:
         "and the pods above the founders join (there cannot be fewer pods than founders)",
     )
 
+    founded = env.get("PARLEDGER_FOUNDED")
+    r.check(
+        "founded-flag",
+        founded in ("true", "false"),
+        f"PARLEDGER_FOUNDED is {founded!r}",
+        "the entrypoint accepts only true or false (true: every pod with an empty volume joins)",
+    )
+
     # --- the disruption budget -------------------------------------------
     pdb_spec = pdb.get("spec", {})
     pdb_selector = (pdb_spec.get("selector") or {}).get("matchLabels") or {}

@@ -17,6 +17,11 @@
 #                --peer for every lower ordinal; an admin then adds it
 #                (`parledger cluster add`, see deploy/README.md)
 #
+# Once the cluster is founded, PARLEDGER_FOUNDED=true starts every pod with
+# --join, which a node ignores once its Raft log exists: a founder's pod
+# that comes back with an empty volume then waits to be added again instead
+# of founding a cluster of its own.
+#
 # Files it expects (Secrets mounted as files, see deploy/README.md):
 #
 #   $PARLEDGER_CLUSTER_TLS_DIR/ca.pem            the consortium CA
@@ -81,6 +86,11 @@ cluster_domain=${PARLEDGER_CLUSTER_DOMAIN:-cluster.local}
 if [ -z "$peer_service" ] || [ -z "$namespace" ]; then
     die "PARLEDGER_PEER_SERVICE (the headless Service) and PARLEDGER_NAMESPACE must be set"
 fi
+founded=${PARLEDGER_FOUNDED:-false}
+case $founded in
+    true | false) ;;
+    *) die "PARLEDGER_FOUNDED must be true or false, not '$founded'" ;;
+esac
 
 # The stable DNS name of the pod with ordinal $1 (the headless Service's
 # record, published before the pod is ready).
@@ -108,6 +118,8 @@ if [ "$ordinal" -lt "$founders" ]; then
 else
     role=joiner
     last=$((ordinal - 1))
+fi
+if [ "$role" = joiner ] || [ "$founded" = true ]; then
     set -- --join "$@"
 fi
 i=$last
@@ -119,9 +131,10 @@ while [ "$i" -ge 0 ]; do
 done
 
 # Node 1 founds the consortium on the cluster's first start when an
-# organization is configured (ignored once it exists). The password is read
-# from the mounted Secret; parledger takes it from the environment only.
-if [ "$node_id" -eq 1 ] && [ -n "${PARLEDGER_FOUNDING_ORG:-}" ]; then
+# organization is configured (ignored once it exists; never when joining,
+# which would wait for a leader that does not know it yet). The password is
+# read from the mounted Secret; parledger takes it from the environment only.
+if [ "$node_id" -eq 1 ] && [ "$founded" = false ] && [ -n "${PARLEDGER_FOUNDING_ORG:-}" ]; then
     if [ -r "$INIT_PASSWORD_FILE" ]; then
         PARLEDGER_INIT_PASSWORD=$(cat "$INIT_PASSWORD_FILE")
         export PARLEDGER_INIT_PASSWORD
@@ -133,7 +146,7 @@ if [ "$node_id" -eq 1 ] && [ -n "${PARLEDGER_FOUNDING_ORG:-}" ]; then
     fi
 fi
 
-say "node $node_id ($role of $founders founders) at $self"
+say "node $node_id ($role; $founders founders; founded: $founded) at $self"
 exec parledger serve \
     --data-dir "$DATA_DIR" \
     --listen "0.0.0.0:$API_PORT" --allow-plain-http \
