@@ -24,6 +24,28 @@ pub enum Command {
     /// Recompute every hash and root of a data directory offline and name the
     /// first block, transaction or state row that does not match.
     Verify(VerifyArgs),
+    /// Take a consistent backup of a node's ledger while it runs.
+    ///
+    /// Copies `state.db`, then `chain.db` (so the copied chain is never
+    /// behind the copied state), each as one snapshot of the live database
+    /// with SQLite's online backup API: the node keeps running and its lock
+    /// is not taken. Verifies the copy (the chain from genesis, the state
+    /// at its tip) and writes `backup.json` (height, tip hash, state root,
+    /// each file's size and SHA-256). Not copied: `raft.db` (a node's Raft
+    /// log and votes must never go back in time, so a restored node joins
+    /// as a new member) and keys. Prints one line: height, tip hash and
+    /// state root. Refuses a non-empty --out.
+    Backup(BackupArgs),
+    /// Make a new node's data directory from a backup.
+    ///
+    /// Checks each file's size and SHA-256 against `backup.json` while
+    /// copying (nothing is restored if one differs), verifies the chain and
+    /// state again, and prints the next steps: start the node with its own
+    /// id and `--join`, remove the old node, `parledger cluster add` the
+    /// new one; it then copies only the blocks after the backup's height
+    /// from a peer. Refuses a data directory that holds `chain.db`,
+    /// `state.db` or `raft.db` already.
+    Restore(RestoreArgs),
     /// Print a transaction's receipt (transaction, result, block header and
     /// Merkle proof) as JSON, for offline verification.
     Receipt(ReceiptArgs),
@@ -159,6 +181,31 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The node's data directory (the node may be running on it).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Where to write the backup: a new or empty directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The node's id in its cluster, recorded in `backup.json` so the
+    /// restore can name the member to remove.
+    #[arg(long)]
+    pub node_id: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory (as written by `parledger backup`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new node's data directory: created if missing; must not hold
+    /// `chain.db`, `state.db` or `raft.db`.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct ReceiptArgs {
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -235,6 +282,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => tools::verify(&args.data_dir, args.json),
+        Command::Backup(args) => tools::backup(&args),
+        Command::Restore(args) => tools::restore(&args),
         Command::Receipt(args) => tools::receipt(&args.data_dir, &args.tx),
         Command::VerifyReceipt(args) => {
             tools::verify_receipt(&args.file, args.block_hash.as_deref())

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 mod api;
+mod backup;
 mod bench;
 mod bench_http;
 mod cli;

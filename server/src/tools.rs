@@ -1,10 +1,10 @@
-//! Offline operator tools: verify, receipt, verify-receipt.
+//! Offline operator tools: verify, receipt, verify-receipt, backup, restore.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::block::Receipt;
 use ledger::storage::{ChainStore, Sync};
-use ledger::verify::verify_data_dir;
+use ledger::verify::{verify_data_dir, VerifyError, VerifyReport};
 use ledger::{Hash, TxId};
 use std::io::Read;
 use std::path::Path;
@@ -25,14 +25,21 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-pub fn verify(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// Verifies a data directory (`ledger::verify::verify_data_dir`) with a
+/// progress bar on standard error (shown on a terminal only).
+pub fn verify_with_progress(dir: &Path) -> Result<VerifyReport, VerifyError> {
     let bar = progress_bar();
-    let started = std::time::Instant::now();
     let result = verify_data_dir(dir, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });
     bar.finish_and_clear();
+    result
+}
+
+pub fn verify(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let result = verify_with_progress(dir);
     let elapsed = started.elapsed().as_secs_f64();
     match result {
         Ok(report) => {
@@ -65,6 +72,35 @@ pub fn verify(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_MISMATCH))
         }
     }
+}
+
+/// `parledger backup`: see `crate::backup`.
+pub fn backup(args: &crate::cli::BackupArgs) -> anyhow::Result<ExitCode> {
+    let manifest = crate::backup::backup(&crate::backup::BackupConfig {
+        data_dir: args.data_dir.clone(),
+        out: args.out.clone(),
+        node_id: args.node_id,
+        now_ms: crate::node::now_ms(),
+    })
+    .with_context(|| format!("backup of {} failed", args.data_dir.display()))?;
+    println!("{}", crate::backup::summary(&manifest, &args.out));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `parledger restore`: see `crate::backup`.
+pub fn restore(args: &crate::cli::RestoreArgs) -> anyhow::Result<ExitCode> {
+    let manifest = crate::backup::restore(&args.from, &args.data_dir).with_context(|| {
+        format!(
+            "restore of {} into {} failed",
+            args.from.display(),
+            args.data_dir.display()
+        )
+    })?;
+    println!(
+        "{}",
+        crate::backup::next_steps(&manifest, &args.from, &args.data_dir)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn receipt(dir: &Path, id: &str) -> anyhow::Result<ExitCode> {
