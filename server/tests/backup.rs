@@ -362,27 +362,7 @@ fn a_follower_backed_up_under_load_is_restored_as_a_new_member() {
         "{copied} blocks copied: more than the {} above the backup",
         height - backup_height
     );
-    let committed_sum: u128 = acks
-        .iter()
-        .filter(|a| a.status == "committed")
-        .map(|a| a.amount as u128)
-        .sum();
-    let mut chains = Vec::new();
-    for &i in &c.members {
-        let (blocks, _) = check_node(
-            c.port(i),
-            &token,
-            &auditor,
-            height,
-            &acks,
-            debits_before,
-            committed_sum,
-        );
-        chains.push(blocks);
-    }
-    for b in &chains[1..] {
-        assert_eq!(b, &chains[0], "the members' chains differ");
-    }
+    check_members(&c, &acks, &token, &auditor, height, debits_before);
 
     // 5. The restored node's chain verifies offline, to the cluster's tip.
     assert!(c.stop(new, STOP_BOUND), "node {new_id} did not stop");

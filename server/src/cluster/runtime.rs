@@ -261,6 +261,13 @@ struct Shared {
     /// itself ready meanwhile.
     quorum_heard: std::sync::atomic::AtomicBool,
     catching_up: std::sync::atomic::AtomicBool,
+    /// The index of a configuration change that added a node, while no
+    /// log base covers it yet (0: none). A node that joins starts from a
+    /// snapshot, and raft-rs refuses one whose configuration does not name
+    /// it: so the log is compacted past the change at once, whatever
+    /// `compact_every` says, rather than when enough entries have followed
+    /// (an idle cluster could keep a joining node waiting forever).
+    rebase_at: AtomicU64,
 }
 
 impl Shared {
@@ -754,6 +761,7 @@ pub fn start(
         failed: RwLock::new(None),
         quorum_heard: std::sync::atomic::AtomicBool::new(false),
         catching_up: std::sync::atomic::AtomicBool::new(false),
+        rebase_at: AtomicU64::new(0),
     });
     publish_raft(&replica, &shared);
     let (to_engine, from_raft) = unbounded();
@@ -1101,18 +1109,34 @@ impl RaftLoop {
         let Some(durable) = self.points.back().map(|(i, _)| *i) else {
             return;
         };
-        if every == 0 {
+        let rebase = self.shared.rebase_at.load(Ordering::Acquire);
+        let base = self.replica.first_index().saturating_sub(1);
+        if rebase > 0 && base >= rebase {
+            // A compaction since covered the change.
+            let _ = self.shared.rebase_at.compare_exchange(
+                rebase,
+                0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        // A node was added: compact past its configuration change now,
+        // keeping nothing below it (see `Shared::rebase_at`).
+        let forced = rebase > base && durable >= rebase;
+        if every == 0 && !forced {
             return;
         }
         let floor = durable.saturating_sub(self.config.compact_lag_max);
-        let limit = durable
-            .min(self.safe_index().max(floor))
-            .saturating_sub(self.config.compact_keep);
-        let base = self.replica.first_index().saturating_sub(1);
+        let limit = durable.min(self.safe_index().max(floor));
+        let limit = if forced {
+            limit
+        } else {
+            limit.saturating_sub(self.config.compact_keep)
+        };
         let Some((index, point)) = self.points.iter().rev().find(|(i, _)| *i <= limit) else {
             return;
         };
-        if *index < base + every {
+        if *index < base + every && !(forced && *index >= rebase) {
             return;
         }
         let mut point = point.clone();
@@ -1148,6 +1172,9 @@ impl RaftLoop {
             learners = ?change.conf.learners,
             "configuration changed"
         );
+        if change.added.iter().any(|(id, _)| *id != me) {
+            self.shared.rebase_at.store(change.index, Ordering::Release);
+        }
         for (id, address) in &change.added {
             match address {
                 Some(a) if *id != me => {
@@ -1456,9 +1483,13 @@ impl EngineLoop<'_> {
                 next_compact = now + COMPACT_CHECK_EVERY;
                 let applied = *self.shared.applied.borrow();
                 let every = self.config.compact_every;
+                let rebase = self.shared.rebase_at.load(Ordering::Acquire);
+                let rebase = rebase > 0 && applied >= rebase;
                 // Durable points a few times per compaction interval: the
                 // raft thread compacts to the newest one below its limit.
-                if every > 0 && applied >= compacted_at + (every / 4).max(1) {
+                // A node just added needs one past its configuration change
+                // at once (see `Shared::rebase_at`).
+                if (every > 0 && applied >= compacted_at + (every / 4).max(1)) || rebase {
                     match self.engine.sync_chain() {
                         Ok(Some((header, hash))) => {
                             compacted_at = header.raft_index;
@@ -1467,9 +1498,24 @@ impl EngineLoop<'_> {
                                 hash,
                                 ..SnapshotPoint::default()
                             };
-                            let _ = self
-                                .events
-                                .send(RaftEvent::Compact(header.raft_index, point));
+                            // When the durable tip is also the last block
+                            // this thread applied, every entry after the
+                            // tip's own up to `applied` made no block
+                            // (configuration changes, a new leader's empty
+                            // entry): the tip stands for `applied`. (Under
+                            // load a newer block is still being written;
+                            // the next check, or the next ordinary
+                            // compaction, covers the change.)
+                            let settled = self
+                                .engine
+                                .tip()
+                                .is_some_and(|(h, _)| h.height == header.height);
+                            let index = if rebase && settled {
+                                applied
+                            } else {
+                                header.raft_index
+                            };
+                            let _ = self.events.send(RaftEvent::Compact(index, point));
                         }
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "chain checkpoint failed"),

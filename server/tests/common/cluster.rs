@@ -101,12 +101,22 @@ pub struct Node {
     pub peer: u16,
     pub child: Option<Child>,
     pub paused: bool,
+    /// Started with `--join` (and every other node as a peer): a node added
+    /// after the founders, or one that comes back with an empty data
+    /// directory to be added again.
+    pub join: bool,
+    /// Arguments this node gets besides the cluster's `extra`.
+    pub args: Vec<String>,
 }
 
 /// Three founding nodes (and any added later) and their directory; every
 /// child is killed on drop (and their logs printed when the test is
 /// failing).
 pub struct Cluster {
+    /// One cluster at a time per test binary: three to five nodes under
+    /// load each already fill the two cores, and two clusters side by side
+    /// starve each other's elections and catch-ups into timeouts.
+    _serial: std::sync::MutexGuard<'static, ()>,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     /// The nodes in the configuration now (indexes into `nodes`).
@@ -130,6 +140,10 @@ impl Cluster {
     /// Certificates for `total` nodes; the first [`NODES`] found the
     /// cluster, the others are started later with `--join`.
     pub fn start_sized(total: usize, extra: &[&str]) -> Cluster {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        // A test that failed while holding it poisons it; the next one
+        // still runs.
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).into_os_string();
         run_parledger([
@@ -150,9 +164,12 @@ impl Cluster {
                 peer: free_port(),
                 child: None,
                 paused: false,
+                join: id > NODES as u64,
+                args: Vec::new(),
             })
             .collect();
         let mut c = Cluster {
+            _serial: serial,
             dir,
             nodes,
             members: (0..NODES).collect(),
@@ -218,17 +235,17 @@ impl Cluster {
         // Founders name each other; a node added later names every other
         // node (the members it is to join among them) and joins.
         for (j, p) in self.nodes.iter().enumerate() {
-            if p.id != n.id && (i >= NODES || j < NODES) {
+            if p.id != n.id && (n.join || j < NODES) {
                 cmd.args(["--peer", &format!("{}=127.0.0.1:{}", p.id, p.peer)]);
             }
         }
-        if i >= NODES {
+        if n.join {
             cmd.arg("--join");
         }
         if demo {
             cmd.arg("--demo");
         }
-        cmd.args(&self.extra);
+        cmd.args(&self.extra).args(&n.args);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -909,5 +926,61 @@ pub fn wait_configuration(c: &Cluster, voters: &Value) {
             "the members did not all apply voters {voters}: {views:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The end of a test under load: waits for 30 more acknowledgements (the
+/// load still runs), stops it, waits for the members to converge, and
+/// checks every member's chain against the acknowledgements (each id once,
+/// with its outcome; the money moved) and against each other.
+pub fn settle_and_check(c: &Cluster, load: Load, token: &str, auditor: &str, debits_before: u128) {
+    let before = load.acked();
+    let t = Instant::now();
+    while load.acked() < before + 30 {
+        assert!(t.elapsed() < RECOVERY_BOUND, "the load stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acks = stop_load(c, load);
+    let (status, _) = c.wait_converged(CATCH_UP_BOUND);
+    let height = status[0]["height"].as_u64().unwrap();
+    check_members(c, &acks, token, auditor, height, debits_before);
+    let mut ids: Vec<u64> = c.members.iter().map(|&i| c.nodes[i].id).collect();
+    ids.sort_unstable();
+    c.note(format!(
+        "checked: {} acknowledged, {height} blocks equal on nodes {ids:?}",
+        acks.len()
+    ));
+}
+
+/// Checks every member's chain against the acknowledgements (each id once,
+/// with its outcome; the money moved) and against each other's.
+pub fn check_members(
+    c: &Cluster,
+    acks: &[Ack],
+    token: &str,
+    auditor: &str,
+    height: u64,
+    debits_before: u128,
+) {
+    let committed_sum: u128 = acks
+        .iter()
+        .filter(|a| a.status == "committed")
+        .map(|a| a.amount as u128)
+        .sum();
+    let mut chains = Vec::new();
+    for &i in &c.members {
+        let (blocks, _) = check_node(
+            c.port(i),
+            token,
+            auditor,
+            height,
+            acks,
+            debits_before,
+            committed_sum,
+        );
+        chains.push(blocks);
+    }
+    for b in &chains[1..] {
+        assert_eq!(b, &chains[0], "the members' chains differ");
     }
 }
