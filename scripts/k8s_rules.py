@@ -454,7 +454,62 @@ def run(args: argparse.Namespace) -> int:
         f"RuntimeDefault seccomp, writable only {writable}",
         "; ".join(problems),
     )
+    if args.restore:
+        restore_rules(r, args.restore, sts, docker, data_dir)
     return 1 if r.failures else 0
+
+
+def restore_rules(r: Report, path: str, sts: dict[str, Any], docker: dict[str, Any], data_dir: str) -> None:
+    """The restore helper (deploy/kubernetes/restore) makes the claim the
+    StatefulSet would make for the pod it names, so that the StatefulSet
+    adopts it, and runs as the node's user on the node's data directory."""
+    try:
+        objects = [o for o in yaml.safe_load_all(read(path)) if o]
+    except yaml.YAMLError as e:
+        raise Unreadable(f"{path}: {e}") from e
+    claim = one(objects, "PersistentVolumeClaim")
+    pod = one(objects, "Pod")
+    sts_name = name_of(sts)
+    templates = sts.get("spec", {}).get("volumeClaimTemplates") or []
+    template = templates[0] if len(templates) == 1 else {}
+    tname = name_of(template)
+    m = re.fullmatch(rf"{re.escape(tname)}-{re.escape(sts_name)}-(\d+)", name_of(claim))
+    problems = []
+    if not m:
+        problems.append(f"claim {name_of(claim)!r} is not {tname}-{sts_name}-ORDINAL")
+    if claim.get("spec") != template.get("spec"):
+        problems.append(f"claim spec {claim.get('spec')} differs from the template's {template.get('spec')}")
+    tlabels = template.get("metadata", {}).get("labels") or {}
+    if (claim.get("metadata", {}).get("labels") or {}) != tlabels:
+        problems.append("claim labels differ from the template's")
+    r.check(
+        "restore-claim",
+        not problems,
+        f"{path}: claim {name_of(claim)} matches the StatefulSet's volumeClaimTemplates",
+        "; ".join(problems),
+    )
+    spec = pod.get("spec", {})
+    sc = spec.get("securityContext") or {}
+    claims = {
+        v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName") for v in spec.get("volumes", [])
+    }
+    mounts = {
+        m.get("name"): m.get("mountPath") for c in spec.get("containers", []) for m in c.get("volumeMounts", [])
+    }
+    data_volume = next((n for n, c in claims.items() if c == name_of(claim)), None)
+    problems = []
+    if (str(sc.get("runAsUser")), str(sc.get("fsGroup"))) != (str(docker["uid"]), str(docker["gid"])):
+        problems.append(f"runs as {sc.get('runAsUser')}/{sc.get('fsGroup')}, not {docker['uid']}/{docker['gid']}")
+    if data_volume is None:
+        problems.append(f"no volume mounts the claim {name_of(claim)}")
+    elif mounts.get(data_volume) != data_dir:
+        problems.append(f"the claim is mounted at {mounts.get(data_volume)}, not {data_dir}")
+    r.check(
+        "restore-pod",
+        not problems,
+        f"{path}: pod {name_of(pod)} runs as the node's user with the claim at {data_dir}",
+        "; ".join(problems),
+    )
 
 
 def main() -> int:
@@ -464,6 +519,7 @@ def main() -> int:
     parser.add_argument("--rendered", required=True, help="the overlay rendered by `kubectl kustomize`")
     parser.add_argument("--replicas", type=int, required=True, help="the StatefulSet's expected replicas")
     parser.add_argument("--founders", type=int, required=True, help="the expected PARLEDGER_FOUNDERS")
+    parser.add_argument("--restore", help="the restore helper's manifests, checked against this overlay")
     args = parser.parse_args()
     try:
         return run(args)

@@ -28,6 +28,7 @@
 #   $PARLEDGER_CLUSTER_TLS_DIR/node-ID.pem       node ID's certificate (DNS SAN node-ID.parledger)
 #   $PARLEDGER_CLUSTER_TLS_DIR/node-ID-key.pem   its private key
 #   $PARLEDGER_JWT_KEY_FILE                      the token-signing key every node shares
+#   *.pub.pem beside it                          (optional) more trusted public keys, during a rotation
 #   $PARLEDGER_INIT_PASSWORD_FILE                (node 1, optional) the founding admin's password
 #
 # The API listens on plain HTTP on 0.0.0.0:8080 (--allow-plain-http): TLS
@@ -43,6 +44,10 @@ DATA_DIR=${PARLEDGER_DATA_DIR:-/var/lib/parledger}
 CLUSTER_TLS_DIR=${PARLEDGER_CLUSTER_TLS_DIR:-/etc/parledger/cluster}
 JWT_KEY_FILE=${PARLEDGER_JWT_KEY_FILE:-/etc/parledger/jwt/jwt-ed25519.pem}
 INIT_PASSWORD_FILE=${PARLEDGER_INIT_PASSWORD_FILE:-/etc/parledger/init/password}
+# Public keys (`*.pub.pem`) trusted besides the signing key: by default the
+# JWT Secret's own directory, so that a rotation adds the next key's public
+# half to that Secret before it swaps the signing key (deploy/README.md).
+JWT_TRUST_DIR=${PARLEDGER_JWT_TRUST_DIR:-$(dirname "$JWT_KEY_FILE")}
 
 say() {
     echo "parledger-entrypoint: $*" >&2
@@ -151,7 +156,7 @@ exec parledger serve \
     --data-dir "$DATA_DIR" \
     --listen "0.0.0.0:$API_PORT" --allow-plain-http \
     --advertise "http://$self:$API_PORT" \
-    --jwt-key "$JWT_KEY_FILE" \
+    --jwt-key "$JWT_KEY_FILE" --jwt-trust-dir "$JWT_TRUST_DIR" \
     --node-id "$node_id" \
     --cluster-listen "0.0.0.0:$CLUSTER_PORT" \
     --cluster-advertise "$self:$CLUSTER_PORT" \

@@ -229,6 +229,10 @@ pub struct KeygenArgs {
     /// Where to write the private key (must not exist).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the public key as PEM here (must not exist): for a
+    /// node's `--jwt-trust-key` or `--jwt-trust-dir` (name it `*.pub.pem`).
+    #[arg(long)]
+    pub public_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -295,7 +299,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Http(args)) => {
             crate::bench_http::http(args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Keygen(args) => tools::keygen(&args.out),
+        Command::Keygen(args) => tools::keygen(&args.out, args.public_out.as_deref()),
         Command::Sign(args) => tools::sign(&args),
         Command::Openapi => {
             use std::io::Write as _;

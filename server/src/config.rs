@@ -401,6 +401,11 @@ pub fn startup_problems(a: &ServeArgs) -> Vec<String> {
     for k in &a.jwt_trust_keys {
         file(&mut p, "jwt_trust_key", &Some(k.clone()));
     }
+    if let Some(d) = &a.jwt_trust_dir {
+        if !d.is_dir() {
+            p.push(format!("`jwt_trust_dir`: no directory at {}", d.display()));
+        }
+    }
     if let Some(k) = &a.jwt_key {
         if !k.is_file()
             && !k

@@ -90,6 +90,13 @@ pub struct ServeArgs {
     /// or this node's previous key after a rotation. Repeatable.
     #[arg(long = "jwt-trust-key")]
     pub jwt_trust_keys: Vec<PathBuf>,
+    /// A directory whose `*.pub.pem` files are public keys whose tokens are
+    /// also accepted, read again on every key reload: a cluster rotating
+    /// its shared signing key publishes the next key's public half here on
+    /// every node first, so that a token signed by a node that already
+    /// switched is accepted by one that has not yet (deploy/README.md).
+    #[arg(long, env = "PARLEDGER_JWT_TRUST_DIR")]
+    pub jwt_trust_dir: Option<PathBuf>,
     /// Minutes an access token lives.
     #[arg(long, default_value_t = 15)]
     pub access_token_minutes: u64,
@@ -227,6 +234,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("jwt-ed25519.pem")),
             trusted_keys: self.jwt_trust_keys.clone(),
+            trust_dir: self.jwt_trust_dir.clone(),
             idp: self.idp_issuer.clone().zip(self.idp_jwks.clone()),
             rate_per_user: self.rate_limit.max(0.001),
             burst_per_user: self.rate_burst.max(1.0),

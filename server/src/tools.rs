@@ -162,12 +162,34 @@ pub fn verify_receipt(file: &Path, trusted: Option<&str>) -> anyhow::Result<Exit
 }
 
 /// `parledger keygen`: a new Ed25519 key pair for signing transactions.
-pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+pub fn keygen(out: &Path, public_out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use std::io::Write;
+    // Checked before the private key is written, so that a refusal leaves
+    // nothing behind.
+    if let Some(p) = public_out.filter(|p| p.exists()) {
+        anyhow::bail!("{} already exists", p.display());
+    }
     let key = crate::api::auth::create_private_key(out)?;
+    if let Some(p) = public_out {
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p)
+            .and_then(|mut f| f.write_all(pem.as_bytes()))
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("public key written to {}", p.display());
+    }
     println!("{}", hex::encode(key.verifying_key().to_bytes()));
     eprintln!(
-        "private key written to {}; register the public key above as one of your keys",
-        out.display()
+        "private key written to {}; register the public key above as one of your keys \
+         (as a token-signing key, its kid is {})",
+        out.display(),
+        crate::api::auth::kid_of(&key.verifying_key().to_bytes())
     );
     Ok(ExitCode::SUCCESS)
 }

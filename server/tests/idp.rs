@@ -108,3 +108,66 @@ fn identity_provider_tokens_sign_in_members_only() {
         );
     }
 }
+
+/// A cluster rotating its shared signing key: a node trusts the public keys
+/// in `--jwt-trust-dir` as they come and go, without a restart (the node
+/// looks again every `--keys-watch-s`), so a token signed with the next key
+/// by a node that already switched works on a node that has not.
+#[test]
+fn keys_in_the_trust_directory_are_trusted_while_they_are_there() {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    use sha2::Digest;
+    let keys = tempfile::tempdir().unwrap();
+    let trust = keys.path().join("trusted");
+    std::fs::create_dir(&trust).unwrap();
+    let (next, next_public) = (
+        keys.path().join("next.pem"),
+        keys.path().join("next.pub.pem"),
+    );
+    common::run_parledger([
+        "keygen",
+        "--out",
+        next.to_str().unwrap(),
+        "--public-out",
+        next_public.to_str().unwrap(),
+    ]);
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&next).unwrap())
+        .unwrap();
+    let kid = hex::encode(&sha2::Sha256::digest(key.verifying_key().to_bytes())[..8]);
+    let s = Server::start(&[
+        "--jwt-trust-dir",
+        trust.to_str().unwrap(),
+        "--keys-watch-s",
+        "1",
+    ]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"iss": "parledger", "aud": "parledger-api", "sub": "alice", "org": "acme-bank", "iat": now, "exp": now + 300, "jti": "next-key-1", "typ": "access"});
+    let t = token(&key, &kid, &claims);
+    let status_within = |want: u16| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let status = s.get("/v1/auth/me", &t).status;
+            if status == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {status}, not {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    status_within(401);
+    // A file of another name is not a trusted key.
+    std::fs::copy(&next_public, trust.join("next.pem.bak")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    status_within(401);
+    std::fs::copy(&next_public, trust.join("next.pub.pem")).unwrap();
+    status_within(200);
+    assert!(s.get("/v1/auth/jwks", &t).text().contains(&kid));
+    std::fs::remove_file(trust.join("next.pub.pem")).unwrap();
+    status_within(401);
+}

@@ -123,11 +123,43 @@ pub struct AuthConfig {
     /// More public keys (PEM) whose tokens this node accepts: other nodes'
     /// keys, or this node's previous key after a rotation.
     pub trusted_keys: Vec<PathBuf>,
+    /// A directory of more trusted public keys (`*.pub.pem`), listed again
+    /// on every reload.
+    pub trust_dir: Option<PathBuf>,
     /// An external identity provider: issuer and JWKS file.
     pub idp: Option<(String, PathBuf)>,
     /// Requests per second per user, and the burst above it.
     pub rate_per_user: f64,
     pub burst_per_user: f64,
+}
+
+/// The suffix of a trusted public key's file in `--jwt-trust-dir`.
+pub const TRUSTED_KEY_SUFFIX: &str = ".pub.pem";
+
+impl AuthConfig {
+    /// `--jwt-trust-key` files, then the `*.pub.pem` files of
+    /// `--jwt-trust-dir` in name order (hidden entries, such as a
+    /// Kubernetes Secret volume's `..data`, are skipped).
+    pub fn trusted_key_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut files = self.trusted_keys.clone();
+        if let Some(dir) = &self.trust_dir {
+            let mut found = Vec::new();
+            let entries = std::fs::read_dir(dir)
+                .with_context(|| format!("reading trusted key directory {}", dir.display()))?;
+            for entry in entries {
+                let entry = entry
+                    .with_context(|| format!("reading trusted key directory {}", dir.display()))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !name.starts_with('.') && name.ends_with(TRUSTED_KEY_SUFFIX) {
+                    found.push(entry.path());
+                }
+            }
+            found.sort();
+            files.extend(found);
+        }
+        Ok(files)
+    }
 }
 
 struct VerifyKey {
@@ -196,7 +228,7 @@ impl KeySet {
         };
         keys.insert(kid.clone(), ed(&public));
         let trusted = config
-            .trusted_keys
+            .trusted_key_files()?
             .iter()
             .map(|path| load_public_pem(path))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -258,7 +290,9 @@ const CACHE_LEN_MAX: usize = 100_000;
 const FAILURES_MAX: u32 = 5;
 const LOCKOUT: Duration = Duration::from_secs(60);
 
-fn kid_of(public: &[u8]) -> String {
+/// The key id (`kid`) of an Ed25519 public key: the first 8 bytes of its
+/// SHA-256, in hex.
+pub fn kid_of(public: &[u8]) -> String {
     hex::encode(&Sha256::digest(public)[..8])
 }
 
@@ -371,6 +405,13 @@ impl Auth {
         match self.keys.write() {
             Ok(mut k) => *k = Arc::new(set),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
+        }
+        // Every token verifies again against the keys now in force: one
+        // signed by a key no longer trusted (taken out of the trust
+        // directory, say) must not live on in the cache until it expires.
+        match self.cache.lock() {
+            Ok(mut c) => c.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
         }
         Ok(rotated)
     }

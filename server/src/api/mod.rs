@@ -519,7 +519,12 @@ impl Keys {
     fn files(&self, api: &Api) -> Vec<PathBuf> {
         let a = &api.auth.config;
         let mut files = vec![a.key_file.clone()];
-        files.extend(a.trusted_keys.iter().cloned());
+        // The directory itself too: adding or removing a key changes its
+        // modification time (and a Kubernetes Secret update swaps a link
+        // inside it). A directory that cannot be read shows as changed
+        // files only when it can again; the reload then says why.
+        files.extend(a.trust_dir.iter().cloned());
+        files.extend(a.trusted_key_files().unwrap_or_default());
         files.extend(a.idp.as_ref().map(|(_, p)| p.clone()));
         if let Some(t) = &self.tls {
             files.extend([t.cert.clone(), t.key.clone()]);
@@ -618,8 +623,9 @@ const SHUTDOWN_TIMEOUT_S: u64 = 10;
 /// Reloads the keys on `SIGHUP` and when their files change, until the
 /// process ends.
 async fn watch_keys(api: &Api, keys: &Keys, cert: Option<&ApiCert>) {
-    let files = keys.files(api);
-    let mut seen = fingerprint(&files);
+    // Listed again at every look: a trusted key directory gains and loses
+    // files.
+    let mut seen = fingerprint(&keys.files(api));
     #[cfg(unix)]
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -650,10 +656,10 @@ async fn watch_keys(api: &Api, keys: &Keys, cert: Option<&ApiCert>) {
         tokio::select! {
             _ = signalled => {
                 reload_keys(api, keys, cert, "SIGHUP");
-                seen = fingerprint(&files);
+                seen = fingerprint(&keys.files(api));
             }
             _ = tick.tick(), if !keys.watch_every.is_zero() => {
-                let now = fingerprint(&files);
+                let now = fingerprint(&keys.files(api));
                 if now != seen {
                     seen = now;
                     reload_keys(api, keys, cert, "a key file changed");
