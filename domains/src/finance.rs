@@ -39,8 +39,8 @@
 //! credits (pending and posted alike) after any sequence of transactions.
 
 use ledger::{
-    codes, decode_args, Call, Chaincode, ChaincodeError, Code, DomainId, Footprint, OrgId,
-    PartitionId, Prepared, State, Transaction, TxContext, TxId,
+    codes, decode_args, Call, Chaincode, ChaincodeError, ChaincodeVersion, Code, DomainId,
+    Footprint, OrgId, PartitionId, Prepared, State, Transaction, TxContext, TxId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -380,6 +380,16 @@ fn valid_currency(s: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
+/// The chaincode version from which transfers may carry a memo.
+pub const MEMO_VERSION: ChaincodeVersion = ChaincodeVersion(2);
+/// Longest memo, in characters (ISO 20022's unstructured remittance line).
+pub const MEMO_CHARS_MAX: usize = 140;
+
+fn valid_memo(s: &str) -> bool {
+    let n = s.chars().count();
+    (1..=MEMO_CHARS_MAX).contains(&n) && !s.chars().any(char::is_control)
+}
+
 fn valid_reference(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= REFERENCE_LEN_MAX
@@ -456,6 +466,11 @@ pub struct TransferArgs<'a> {
     /// characters.
     #[serde(default, borrow)]
     pub reference: Option<Cow<'a, str>>,
+    /// Remittance information for the payee (chaincode version 2 on): 1-140
+    /// characters, no control characters. Under version 1 a transfer with a
+    /// memo is refused (`LEDGER:INVALID_ARGUMENTS`).
+    #[serde(default, borrow)]
+    pub memo: Option<Cow<'a, str>>,
 }
 
 /// Arguments of `transfer_linked`.
@@ -521,7 +536,12 @@ impl Finance {
     }
 
     /// Validates one transfer's arguments for a caller of `org`.
-    fn leg(&self, org: &OrgId, a: &TransferArgs<'_>) -> Result<Leg, ChaincodeError> {
+    fn leg(
+        &self,
+        org: &OrgId,
+        a: &TransferArgs<'_>,
+        version: ChaincodeVersion,
+    ) -> Result<Leg, ChaincodeError> {
         if a.from.org != *org {
             return Err(err(
                 errors::NOT_OWNER,
@@ -543,6 +563,18 @@ impl Finance {
             return Err(ChaincodeError::invalid_arguments(
                 "reference must be 1-64 printable ASCII characters",
             ));
+        }
+        if let Some(memo) = a.memo.as_deref() {
+            if version < MEMO_VERSION {
+                return Err(ChaincodeError::invalid_arguments(format!(
+                    "memo needs chaincode version {MEMO_VERSION}; this block runs version {version}"
+                )));
+            }
+            if !valid_memo(memo) {
+                return Err(ChaincodeError::invalid_arguments(
+                    "memo must be 1-140 characters without control characters",
+                ));
+            }
         }
         if !a.pending && a.timeout_ms != 0 {
             return Err(ChaincodeError::invalid_arguments(
@@ -1003,10 +1035,19 @@ impl Chaincode for Finance {
     }
 
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError> {
+        self.prepare_at(tx, ChaincodeVersion::FIRST)
+    }
+
+    /// Version 2 adds transfer memos; everything else is the same in both.
+    fn prepare_at(
+        &self,
+        tx: &Transaction,
+        version: ChaincodeVersion,
+    ) -> Result<Prepared, ChaincodeError> {
         match tx.function.as_str() {
             "transfer" => {
                 let a: TransferArgs<'_> = decode_args(tx)?;
-                let leg = self.leg(&tx.org, &a)?;
+                let leg = self.leg(&tx.org, &a, version)?;
                 let footprint = Footprint::new()
                     .write(&leg.from.partition, leg.from.key.clone())
                     .write(&leg.to.partition, leg.to.key.clone());
@@ -1043,7 +1084,7 @@ impl Chaincode for Finance {
                             "linked transfers are posted; use transfer for pending ones",
                         ));
                     }
-                    let leg = self.leg(&tx.org, t).map_err(|e| {
+                    let leg = self.leg(&tx.org, t, version).map_err(|e| {
                         ChaincodeError::new(
                             e.code,
                             format!("transfer {i} of the chain: {}", e.message),

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod finance;
+pub mod governance;
 pub mod healthcare;
 pub mod membership;
 pub mod supply_chain;
@@ -41,8 +42,15 @@ pub fn registry() -> Registry {
     r.register(Arc::new(healthcare::Healthcare::new()));
     r.register(Arc::new(membership::Membership::new()));
     r.register(Arc::new(supply_chain::SupplyChain::new()));
-    r
+    r.with_supported(SUPPORTED)
 }
+
+/// The chaincode versions this build runs: 1, and 2 (transfer memos, see
+/// [`finance::MEMO_VERSION`]).
+pub const SUPPORTED: ledger::Supported = ledger::Supported {
+    min: ledger::ChaincodeVersion::FIRST,
+    max: ledger::ChaincodeVersion(2),
+};
 
 /// Codes that mean "this caller may not do this" rather than "these
 /// arguments are wrong". Found by `prepare` (from the arguments and the
@@ -57,6 +65,8 @@ pub fn is_denial(code: &ledger::Code) -> bool {
         &healthcare::errors::NO_CONSENT,
         &membership::errors::NOT_ADMIN,
         &membership::errors::NOT_ALLOWED,
+        &governance::errors::NOT_A_VOTER,
+        &governance::errors::ORG_REMOVED,
     ]
     .contains(&code)
 }

@@ -15,14 +15,14 @@
 //! - `bootstrap`: once per ledger, by the founding organization's first
 //!   admin. No one can sign in before it, so only the node itself (its
 //!   `--demo` or `init` path) can submit it.
-//! - `add_org`: an admin of a member organization (the governance issue will
-//!   put admission to a vote).
+//! - admitting and removing organizations, cluster nodes, settings and
+//!   chaincode versions: by a vote of the member organizations (`propose`,
+//!   `vote`, `expire_proposal`: see [`crate::governance`]).
 //! - `add_user`, `update_user`: an admin of the same organization.
 //! - `set_password`, `add_key`, `remove_key`: the user itself or an admin of
 //!   its organization.
 //! - `revoke_token`: any active user, for its own tokens (the REST layer
 //!   passes the token id it holds), or an admin for its organization.
-//! - `set_settings`: an admin of the founding organization.
 //!
 //! Password hashes are argon2id PHC strings computed by the REST layer; the
 //! ledger never sees a password. They are replicated to every node (so any
@@ -86,8 +86,19 @@ pub struct OrgRecord {
     pub id: OrgId,
     pub name: String,
     pub admitted_ms: u64,
-    /// `org/user` of the admin who admitted it (the founder for genesis).
+    /// `org/user` of the admin who admitted it (the founder for genesis), or
+    /// `proposal ID` for an organization admitted by a vote.
     pub admitted_by: String,
+    /// When a vote removed it (its users can no longer write; its history
+    /// stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_ms: Option<u64>,
+}
+
+impl OrgRecord {
+    pub fn is_removed(&self) -> bool {
+        self.removed_ms.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,15 +184,15 @@ pub fn valid_public_key(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
-fn err(code: Code, message: impl Into<String>) -> ChaincodeError {
+pub(crate) fn err(code: Code, message: impl Into<String>) -> ChaincodeError {
     ChaincodeError::new(code, message)
 }
 
-fn invalid(message: impl Into<String>) -> ChaincodeError {
+pub(crate) fn invalid(message: impl Into<String>) -> ChaincodeError {
     ChaincodeError::invalid_arguments(message.into())
 }
 
-fn check_name(what: &str, s: &str) -> Result<(), ChaincodeError> {
+pub(crate) fn check_name(what: &str, s: &str) -> Result<(), ChaincodeError> {
     if valid_name(s) {
         Ok(())
     } else {
@@ -191,7 +202,7 @@ fn check_name(what: &str, s: &str) -> Result<(), ChaincodeError> {
     }
 }
 
-fn check_member_org(org: &OrgId) -> Result<(), ChaincodeError> {
+pub(crate) fn check_member_org(org: &OrgId) -> Result<(), ChaincodeError> {
     if org.as_str().starts_with('_') {
         Err(invalid("organization ids starting with _ are reserved"))
     } else {
@@ -199,7 +210,7 @@ fn check_member_org(org: &OrgId) -> Result<(), ChaincodeError> {
     }
 }
 
-fn check_hash(hash: Option<&str>) -> Result<(), ChaincodeError> {
+pub(crate) fn check_hash(hash: Option<&str>) -> Result<(), ChaincodeError> {
     match hash {
         Some(h) if !valid_password_hash(h) => Err(invalid(
             "password_hash must be an argon2id PHC string of at most 256 bytes",
@@ -216,11 +227,11 @@ fn check_roles(roles: &BTreeSet<Role>) -> Result<(), ChaincodeError> {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ChaincodeError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ChaincodeError> {
     serde_json::to_vec(value).map_err(|e| err(ledger::codes::CHAINCODE_FAULT, e.to_string()))
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     bytes: Option<Vec<u8>>,
     what: &str,
 ) -> Result<Option<T>, ChaincodeError> {
@@ -236,7 +247,7 @@ fn decode<T: for<'de> Deserialize<'de>>(
 }
 
 /// The calling user's record, which must exist and be active.
-fn caller(ctx: &mut TxContext<'_>) -> Result<UserRecord, ChaincodeError> {
+pub(crate) fn caller(ctx: &mut TxContext<'_>) -> Result<UserRecord, ChaincodeError> {
     let tx = ctx.tx().clone();
     let record: Option<UserRecord> = decode(
         ctx.get(&partition(&tx.org), &user_key(tx.submitter.as_str()))?,
@@ -251,7 +262,7 @@ fn caller(ctx: &mut TxContext<'_>) -> Result<UserRecord, ChaincodeError> {
     }
 }
 
-fn require_admin(ctx: &mut TxContext<'_>) -> Result<UserRecord, ChaincodeError> {
+pub(crate) fn require_admin(ctx: &mut TxContext<'_>) -> Result<UserRecord, ChaincodeError> {
     let me = caller(ctx)?;
     if me.is_active_admin() {
         Ok(me)
@@ -263,7 +274,7 @@ fn require_admin(ctx: &mut TxContext<'_>) -> Result<UserRecord, ChaincodeError> 
     }
 }
 
-fn new_user(
+pub(crate) fn new_user(
     org: &OrgId,
     name: &str,
     roles: BTreeSet<Role>,
@@ -354,14 +365,13 @@ struct RevokeArgs {
 #[derive(Debug, Clone, Copy)]
 enum Function {
     Bootstrap,
-    AddOrg,
     AddUser,
     UpdateUser,
     SetPassword,
     AddKey,
     RemoveKey,
     RevokeToken,
-    SetSettings,
+    Governance,
 }
 
 #[derive(Debug)]
@@ -391,7 +401,7 @@ impl Chaincode for Membership {
         let me = user_key(tx.submitter.as_str());
         let (function, footprint, call): (Function, Footprint, MembershipCall) =
             match tx.function.as_str() {
-                "bootstrap" | "add_org" => {
+                "bootstrap" => {
                     let a: NewOrgArgs = decode_args(tx)?;
                     check_member_org(&a.org)?;
                     check_name("admin", &a.admin)?;
@@ -399,25 +409,19 @@ impl Chaincode for Membership {
                     if a.name.is_empty() || a.name.len() > 200 {
                         return Err(invalid("name must be 1-200 bytes"));
                     }
+                    if a.org != tx.org || a.admin != tx.submitter.as_str() {
+                        return Err(err(
+                            errors::NOT_ALLOWED,
+                            "bootstrap is submitted by the founding organization's first admin",
+                        ));
+                    }
                     let new = partition(&a.org);
-                    let mut fp = Footprint::new()
+                    let fp = Footprint::new()
                         .write(&consortium(), org_dir_key(&a.org))
                         .write(&new, ORG_KEY)
-                        .write(&new, user_key(&a.admin));
-                    let function = if tx.function.as_str() == "bootstrap" {
-                        if a.org != tx.org || a.admin != tx.submitter.as_str() {
-                            return Err(err(
-                                errors::NOT_ALLOWED,
-                                "bootstrap is submitted by the founding organization's first admin",
-                            ));
-                        }
-                        fp = fp.write(&consortium(), GENESIS_KEY);
-                        Function::Bootstrap
-                    } else {
-                        fp = fp.read(&own, me);
-                        Function::AddOrg
-                    };
-                    (function, fp, MembershipCall::NewOrg(a))
+                        .write(&new, user_key(&a.admin))
+                        .write(&consortium(), GENESIS_KEY);
+                    (Function::Bootstrap, fp, MembershipCall::NewOrg(a))
                 }
                 "add_user" => {
                     let a: AddUserArgs = decode_args(tx)?;
@@ -484,15 +488,13 @@ impl Chaincode for Membership {
                         .write(&own, revoked_key(&a.jti));
                     (Function::RevokeToken, fp, MembershipCall::Revoke(a))
                 }
-                "set_settings" => {
-                    let a: Settings = decode_args(tx)?;
-                    let fp = Footprint::new()
-                        .read(&own, me)
-                        .read(&consortium(), GENESIS_KEY)
-                        .write(&consortium(), SETTINGS_KEY);
-                    (Function::SetSettings, fp, MembershipCall::Settings(a))
-                }
-                other => return Err(ChaincodeError::unknown_function(&self.domain, other)),
+                other => match crate::governance::prepare(tx, other) {
+                    Some(prepared) => {
+                        let (fp, call) = prepared?;
+                        (Function::Governance, fp, MembershipCall::Governance(call))
+                    }
+                    None => return Err(ChaincodeError::unknown_function(&self.domain, other)),
+                },
             };
         Ok(Prepared {
             footprint,
@@ -508,7 +510,7 @@ enum MembershipCall {
     SetPassword(SetPasswordArgs),
     Key(KeyArgs),
     Revoke(RevokeArgs),
-    Settings(Settings),
+    Governance(crate::governance::GovernanceCall),
 }
 
 struct Bound {
@@ -525,7 +527,7 @@ fn load_user(
         .ok_or_else(|| err(errors::USER_NOT_FOUND, format!("{org} has no user {name}")))
 }
 
-fn store_user(ctx: &mut TxContext<'_>, u: &UserRecord) -> Result<(), ChaincodeError> {
+pub(crate) fn store_user(ctx: &mut TxContext<'_>, u: &UserRecord) -> Result<(), ChaincodeError> {
     ctx.put(&partition(&u.org), &user_key(&u.name), encode(u)?)
 }
 
@@ -549,24 +551,19 @@ impl Call for Bound {
         let now = ctx.timestamp().0;
         let own = partition(&tx.org);
         match (&self.function, &self.call) {
-            (f @ (Function::Bootstrap | Function::AddOrg), MembershipCall::NewOrg(a)) => {
-                let admitted_by = if matches!(f, Function::Bootstrap) {
-                    if ctx.get(&consortium(), GENESIS_KEY)?.is_some() {
-                        return Err(err(
-                            errors::ALREADY_BOOTSTRAPPED,
-                            "the consortium already has a founding organization",
-                        ));
-                    }
-                    ctx.put(
-                        &consortium(),
-                        GENESIS_KEY,
-                        encode(&json!({"org": a.org, "admin": a.admin, "at_ms": now}))?,
-                    )?;
-                    format!("{}/{}", a.org, a.admin)
-                } else {
-                    let me = require_admin(ctx)?;
-                    format!("{}/{}", me.org, me.name)
-                };
+            (Function::Bootstrap, MembershipCall::NewOrg(a)) => {
+                if ctx.get(&consortium(), GENESIS_KEY)?.is_some() {
+                    return Err(err(
+                        errors::ALREADY_BOOTSTRAPPED,
+                        "the consortium already has a founding organization",
+                    ));
+                }
+                ctx.put(
+                    &consortium(),
+                    GENESIS_KEY,
+                    encode(&json!({"org": a.org, "admin": a.admin, "at_ms": now}))?,
+                )?;
+                let admitted_by = format!("{}/{}", a.org, a.admin);
                 if ctx.get(&consortium(), &org_dir_key(&a.org))?.is_some() {
                     return Err(err(
                         errors::ORG_EXISTS,
@@ -578,6 +575,7 @@ impl Call for Bound {
                     name: a.name.clone(),
                     admitted_ms: now,
                     admitted_by,
+                    removed_ms: None,
                 };
                 let new = partition(&a.org);
                 ctx.put(
@@ -709,23 +707,8 @@ impl Call for Bound {
                 )?;
                 Ok(json!({"jti": a.jti, "revoked": true}))
             }
-            (Function::SetSettings, MembershipCall::Settings(s)) => {
-                require_admin(ctx)?;
-                let genesis: Option<serde_json::Value> =
-                    decode(ctx.get(&consortium(), GENESIS_KEY)?, "genesis")?;
-                let founder = genesis
-                    .as_ref()
-                    .and_then(|g| g.get("org"))
-                    .and_then(|o| o.as_str());
-                if founder != Some(tx.org.as_str()) {
-                    return Err(err(
-                        errors::NOT_ADMIN,
-                        "consortium settings are changed by the founding organization's admins",
-                    ));
-                }
-                ctx.put(&consortium(), SETTINGS_KEY, encode(s)?)?;
-                ctx.emit(&consortium(), "settings_changed", &json!(s))?;
-                Ok(json!(s))
+            (Function::Governance, MembershipCall::Governance(call)) => {
+                crate::governance::execute(ctx, call)
             }
             _ => Err(err(
                 ledger::codes::CHAINCODE_FAULT,

@@ -1,5 +1,5 @@
-//! Membership chaincode: bootstrap once, who may admit organizations and
-//! manage users, the last-admin rule, keys and revoked tokens, and that no
+//! Membership chaincode: bootstrap once, who may propose organizations and
+//! manage users (votes are in `governance.rs`), the last-admin rule, keys and revoked tokens, and that no
 //! output ever carries a password hash.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -66,8 +66,8 @@ fn admins_admit_organizations_and_manage_their_own_users_only() {
         D,
         BANK,
         "root",
-        "add_org",
-        json!({"org": SHIP, "name": "Shipping", "admin": "captain", "password_hash": HASH}),
+        "propose",
+        json!({"title": "admit ship", "kind": {"type": "add_org", "org": SHIP, "name": "Shipping", "admin": "captain", "password_hash": HASH}}),
     );
     let out = ok(&o);
     assert!(!out.to_string().contains("argon2"), "hash leaked: {out}");
@@ -76,16 +76,16 @@ fn admins_admit_organizations_and_manage_their_own_users_only() {
         D,
         BANK,
         "root",
-        "add_org",
-        json!({"org": SHIP, "name": "Again", "admin": "y"}),
+        "propose",
+        json!({"title": "again", "kind": {"type": "add_org", "org": SHIP, "name": "Again", "admin": "y"}}),
     );
     rejected(&dup, &errors::ORG_EXISTS);
     let reserved = l.run(
         D,
         BANK,
         "root",
-        "add_org",
-        json!({"org": "_x", "name": "Reserved", "admin": "y"}),
+        "propose",
+        json!({"title": "reserved", "kind": {"type": "add_org", "org": "_x", "name": "Reserved", "admin": "y"}}),
     );
     rejected(&reserved, &ledger::codes::INVALID_ARGUMENTS);
 
@@ -112,8 +112,8 @@ fn admins_admit_organizations_and_manage_their_own_users_only() {
             D,
             BANK,
             "alice",
-            "add_org",
-            json!({"org": "evil", "name": "Evil", "admin": "eve"}),
+            "propose",
+            json!({"title": "evil", "kind": {"type": "add_org", "org": "evil", "name": "Evil", "admin": "eve"}}),
         ),
         &errors::NOT_ADMIN,
     );
@@ -321,39 +321,5 @@ fn users_manage_their_own_keys_and_passwords_and_revoke_their_tokens() {
             json!({"jti": "t2", "exp_ms": 5, "user": "alice"}),
         ),
         &errors::NOT_ADMIN,
-    );
-}
-
-#[test]
-fn only_the_founders_admins_change_settings() {
-    let mut l = founded();
-    ok(&l.run(
-        D,
-        BANK,
-        "root",
-        "add_org",
-        json!({"org": SHIP, "name": "Shipping", "admin": "captain"}),
-    ));
-    rejected(
-        &l.run(
-            D,
-            SHIP,
-            "captain",
-            "set_settings",
-            json!({"require_signatures": true}),
-        ),
-        &errors::NOT_ADMIN,
-    );
-    ok(&l.run(
-        D,
-        BANK,
-        "root",
-        "set_settings",
-        json!({"require_signatures": true}),
-    ));
-    let raw = l.get("_consortium", D, b"settings").unwrap();
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["require_signatures"],
-        true
     );
 }

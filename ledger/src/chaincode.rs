@@ -11,6 +11,7 @@ use crate::error::{codes, Code};
 use crate::model::{
     canonical_json, DomainId, Event, Limits, PartitionId, Timestamp, Transaction, Write,
 };
+use crate::versions::{ChaincodeVersion, Supported};
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -222,6 +223,20 @@ pub trait Chaincode: Send + Sync {
     /// Decodes `tx` and declares its footprint. Must depend only on `tx`.
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError>;
 
+    /// [`Chaincode::prepare`] for a block executed under chaincode
+    /// `version` (see [`crate::versions`]): what the executor calls. A
+    /// chaincode whose rules changed between versions overrides it; the
+    /// default applies the same rules under every version. Must depend only
+    /// on `tx` and `version`.
+    fn prepare_at(
+        &self,
+        tx: &Transaction,
+        version: ChaincodeVersion,
+    ) -> Result<Prepared, ChaincodeError> {
+        let _ = version;
+        self.prepare(tx)
+    }
+
     /// Whether executing a typical call costs about as little as preparing
     /// it (binary values, a few keys: transfers), rather than clearly more
     /// (JSON records). Only a scheduling hint: see [`crate::Schedule`].
@@ -234,6 +249,9 @@ pub trait Chaincode: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Registry {
     domains: BTreeMap<DomainId, Arc<dyn Chaincode>>,
+    /// The chaincode versions this registry's chaincode can run (the
+    /// default: version 1 only).
+    supported: Option<Supported>,
 }
 
 impl fmt::Debug for Registry {
@@ -257,6 +275,16 @@ impl Registry {
 
     pub fn domains(&self) -> impl Iterator<Item = &DomainId> {
         self.domains.keys()
+    }
+
+    /// Declares which chaincode versions the installed chaincode runs.
+    pub fn with_supported(mut self, supported: Supported) -> Self {
+        self.supported = Some(supported);
+        self
+    }
+
+    pub fn supported(&self) -> Supported {
+        self.supported.unwrap_or(Supported::FIRST_ONLY)
     }
 }
 
@@ -293,6 +321,8 @@ pub(crate) struct Finished {
 pub struct BlockInfo {
     pub height: u64,
     pub timestamp: Timestamp,
+    /// The chaincode version the block is executed under.
+    pub chaincode_version: ChaincodeVersion,
 }
 
 /// What a call may see and do.
@@ -346,6 +376,11 @@ impl<'a> TxContext<'a> {
 
     pub fn tx(&self) -> &Transaction {
         self.tx
+    }
+
+    /// The chaincode version the block is executed under.
+    pub fn chaincode_version(&self) -> ChaincodeVersion {
+        self.block.chaincode_version
     }
 
     /// The proposer's timestamp of the block: the only clock chaincode has.

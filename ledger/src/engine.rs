@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::replication::BlockCopy;
 use crate::state::{BlockChanges, ChangePositions, State};
+use crate::versions::{self, ChaincodeVersion, VersionSchedule};
 
 use crate::storage::{
     AuditEntry, AuditQuery, ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync,
@@ -578,6 +579,21 @@ impl Engine {
         Ok(out)
     }
 
+    /// The consortium's chaincode version schedule, as of the last block
+    /// applied.
+    pub fn version_schedule(&self) -> Result<VersionSchedule, LedgerError> {
+        let entry = self
+            .state
+            .get(&versions::schedule_partition(), versions::SCHEDULE_KEY);
+        Ok(VersionSchedule::decode(entry.map(|e| e.value.as_slice()))?)
+    }
+
+    /// The chaincode version block `height` (the next one, or any later)
+    /// runs under, as decided so far.
+    pub fn chaincode_version_at(&self, height: u64) -> Result<ChaincodeVersion, LedgerError> {
+        Ok(self.version_schedule()?.version_at(height))
+    }
+
     fn apply_expecting(
         &mut self,
         batch: OrderedBatch,
@@ -604,7 +620,20 @@ impl Engine {
         // Time never runs backwards, whatever a new proposer's clock says;
         // every replica applies the same rule, so they agree.
         let timestamp = batch.timestamp.max(prev_time);
-        let block_info = BlockInfo { height, timestamp };
+        let chaincode_version = self.chaincode_version_at(height)?;
+        let supported = self.executor.registry().supported();
+        if !supported.contains(chaincode_version) {
+            return Err(LedgerError::UnsupportedChaincodeVersion {
+                height,
+                version: chaincode_version,
+                supported,
+            });
+        }
+        let block_info = BlockInfo {
+            height,
+            timestamp,
+            chaincode_version,
+        };
         let executed = self.executor.execute_parallel(
             &self.pool,
             &self.state,

@@ -134,6 +134,21 @@ pub enum LedgerError {
         claimed: String,
         computed: String,
     },
+    /// The consortium decided that block `height` runs under a chaincode
+    /// version this binary cannot run. Nothing was executed: the node stops
+    /// rather than compute a block that differs from the other replicas',
+    /// and a binary that runs the version continues from here.
+    #[error(
+        "block {height} is to be executed under chaincode version {version}, but this binary runs \
+         version {supported}: upgrade the node to a release that runs version {version}"
+    )]
+    UnsupportedChaincodeVersion {
+        height: u64,
+        version: crate::versions::ChaincodeVersion,
+        supported: crate::versions::Supported,
+    },
+    #[error(transparent)]
+    BadSchedule(#[from] crate::versions::BadSchedule),
 }
 
 impl LedgerError {
@@ -157,6 +172,10 @@ impl LedgerError {
             LedgerError::Raft(_) => "LEDGER:RAFT",
             LedgerError::MalformedCatchUp(_) => "LEDGER:MALFORMED_CATCH_UP",
             LedgerError::CatchUpMismatch { .. } => "LEDGER:CATCH_UP_MISMATCH",
+            LedgerError::UnsupportedChaincodeVersion { .. } => {
+                "LEDGER:UNSUPPORTED_CHAINCODE_VERSION"
+            }
+            LedgerError::BadSchedule(_) => "LEDGER:BAD_VERSION_SCHEDULE",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::chaincode::{
 use crate::error::{codes, Code};
 use crate::model::{IdDigest, Limits, PartitionId, Transaction, TxOutcome, TxStatus};
 use crate::state::State;
+use crate::versions::ChaincodeVersion;
 use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -119,7 +120,12 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn admit(exec: &Executor, known: &dyn KnownIds, txs: &[Transaction]) -> Chunk {
+    fn admit(
+        exec: &Executor,
+        known: &dyn KnownIds,
+        txs: &[Transaction],
+        version: ChaincodeVersion,
+    ) -> Chunk {
         let mut chunk = Chunk {
             digests: Vec::with_capacity(txs.len()),
             known: Vec::with_capacity(txs.len()),
@@ -130,7 +136,7 @@ impl Chunk {
             let digest = tx.id.digest();
             chunk.digests.push(digest);
             chunk.known.push(known.contains(digest));
-            let mut admitted = exec.admit(tx);
+            let mut admitted = exec.admit(tx, version);
             chunk.partitions.push(match &mut admitted {
                 Ok(ready) => std::mem::take(&mut ready.partitions),
                 Err(_) => Vec::new(),
@@ -277,7 +283,7 @@ impl Executor {
     ) -> Executed {
         let (digests, mut admitted): (Vec<IdDigest>, Vec<Admitted>) = txs
             .iter()
-            .map(|tx| (tx.id.digest(), self.admit(tx)))
+            .map(|tx| (tx.id.digest(), self.admit(tx, block.chaincode_version)))
             .unzip();
         for i in duplicates_in_shard(known, &digests, 1, 0) {
             admitted[i] = Err(duplicate(&txs[i]));
@@ -306,7 +312,8 @@ impl Executor {
                     // admitted twice (sample, then pipeline).
                     let sample = &txs[..SAMPLE_LEN];
                     (threads > 2 || self.light_share(sample) < PIPELINE_LIGHT_SHARE_MIN)
-                        && self.sample_parallelism(sample) >= GRAPH_PARALLELISM_MIN
+                        && self.sample_parallelism(sample, block.chaincode_version)
+                            >= GRAPH_PARALLELISM_MIN
                 }
             }
         };
@@ -330,8 +337,8 @@ impl Executor {
     /// Transactions per step of the longest dependency chain of `sample`: a
     /// forecast of the batch's parallelism (uniform transfers 85-256, 50-90%
     /// hot keys 2-5).
-    fn sample_parallelism(&self, sample: &[Transaction]) -> f64 {
-        let admitted: Vec<Admitted> = sample.iter().map(|tx| self.admit(tx)).collect();
+    fn sample_parallelism(&self, sample: &[Transaction], version: ChaincodeVersion) -> f64 {
+        let admitted: Vec<Admitted> = sample.iter().map(|tx| self.admit(tx, version)).collect();
         Graph::build(&admitted, 1).parallelism()
     }
 
@@ -352,7 +359,7 @@ impl Executor {
             let mut pairs = Vec::with_capacity(txs.len());
             txs.par_iter()
                 .with_min_len(64)
-                .map(|tx| (tx.id.digest(), self.admit(tx)))
+                .map(|tx| (tx.id.digest(), self.admit(tx, block.chaincode_version)))
                 .collect_into_vec(&mut pairs);
             pairs.into_iter().unzip()
         });
@@ -399,6 +406,7 @@ impl Executor {
                 self,
                 known,
                 &txs[lo..(lo + PIPELINE_CHUNK).min(txs.len())],
+                block.chaincode_version,
             ));
             true
         };
@@ -516,7 +524,7 @@ impl Executor {
         outcome
     }
 
-    fn admit(&self, tx: &Transaction) -> Admitted {
+    fn admit(&self, tx: &Transaction, version: ChaincodeVersion) -> Admitted {
         if tx.args.len() > self.limits.args_bytes_max {
             return Err(Rejection::new(
                 codes::TX_TOO_LARGE,
@@ -533,7 +541,7 @@ impl Executor {
                 format!("no chaincode is installed for domain {}", tx.domain),
             ));
         };
-        let prepared = catch_unwind(AssertUnwindSafe(|| chaincode.prepare(tx)))
+        let prepared = catch_unwind(AssertUnwindSafe(|| chaincode.prepare_at(tx, version)))
             .unwrap_or_else(|_| Err(fault()));
         let mut prepared = prepared.map_err(|e| Rejection::new(e.code, e.message))?;
         prepared.footprint.normalize();

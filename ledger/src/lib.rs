@@ -19,6 +19,7 @@ pub mod replication;
 pub mod state;
 pub mod storage;
 pub mod verify;
+pub mod versions;
 
 pub use chaincode::{
     decode_args, BlockInfo, Call, Chaincode, ChaincodeError, Footprint, Mode, Prepared, Registry,
@@ -32,3 +33,4 @@ pub use model::{
     TxOutcome, TxSignature, TxStatus, UserId, Version, Write,
 };
 pub use state::State;
+pub use versions::{ChaincodeVersion, Supported, VersionSchedule};

@@ -357,6 +357,7 @@ fn run_in_memory(
         let info = BlockInfo {
             height,
             timestamp: Timestamp(height),
+            chaincode_version: ledger::ChaincodeVersion::FIRST,
         };
         let started = Instant::now();
         // On the pool: the sequential reference runs on its one thread, so

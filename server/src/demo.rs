@@ -47,8 +47,9 @@ pub const DEMO_USERS: [(&str, &str, &[&str]); 6] = [
 ];
 
 /// Registers the demo organizations and users in the ledger's membership
-/// partitions: the bank founds the consortium and admits the others; each
-/// admin adds its organization's users. Waits for each step to commit.
+/// partitions: the bank founds the consortium and proposes the others,
+/// which the members so far admit by vote; each admin adds its
+/// organization's users. Waits for each step to commit.
 pub fn create_members(
     submitter: &Submitter,
     hash: &dyn Fn(&str) -> anyhow::Result<String>,
@@ -68,27 +69,42 @@ pub fn create_members(
     )?;
     submit_wave(submitter, vec![(founding, Expect::Commit)])?;
     n += 1;
+    // The others are admitted by vote: the bank alone admits the first; each
+    // later one needs a majority of the members so far, whose admins vote
+    // in the next block. Ids are fixed, so a restart answers them again.
     let names = [
-        (PHARMA, "Umbrella Pharma"),
-        (LOGISTICS, "Globex Logistics"),
-        (HOSPITAL, "Initech Health"),
+        (PHARMA, "Umbrella Pharma", None),
+        (LOGISTICS, "Globex Logistics", Some(PHARMA)),
+        (HOSPITAL, "Initech Health", Some(LOGISTICS)),
     ];
-    let mut wave = Vec::new();
-    for (org, name) in names {
-        let args = json!({"org": org, "name": name, "admin": DEMO_ADMIN, "password_hash": h});
-        wave.push((
-            tx(
-                format!("demo-members-org-{org}"),
-                BANK,
+    for (org, name, seconded_by) in names {
+        let kind = json!({"type": "add_org", "org": org, "name": name, "admin": DEMO_ADMIN,
+                          "password_hash": h, "node": null});
+        // Ballots restate the kind without the hash.
+        let mut public = kind.clone();
+        public["password_hash"] = Value::Null;
+        let id = format!("demo-proposal-{org}");
+        let propose = tx(
+            id.clone(),
+            BANK,
+            DEMO_ADMIN,
+            "propose",
+            json!({"title": format!("Admit {name}"), "kind": kind}),
+        )?;
+        submit_wave(submitter, vec![(propose, Expect::Commit)])?;
+        n += 1;
+        if let Some(voter) = seconded_by {
+            let vote = tx(
+                format!("demo-vote-{org}-{voter}"),
+                voter,
                 DEMO_ADMIN,
-                "add_org",
-                args,
-            )?,
-            Expect::Commit,
-        ));
+                "vote",
+                json!({"proposal": id, "approve": true, "kind": public}),
+            )?;
+            submit_wave(submitter, vec![(vote, Expect::Commit)])?;
+            n += 1;
+        }
     }
-    n += wave.len();
-    submit_wave(submitter, wave)?;
     let mut wave = Vec::new();
     for (org, name, roles) in DEMO_USERS {
         let args = json!({"name": name, "roles": roles, "password_hash": h});

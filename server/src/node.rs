@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// restart, as on SIGHUP (0: only on SIGHUP).
     #[arg(long, default_value_t = 30)]
     pub keys_watch_s: u64,
+    /// The highest chaincode version this node executes, below what the
+    /// binary runs (for upgrade drills): given 1, the node stops before the
+    /// first block the consortium decided to run under version 2, and says
+    /// why, as a node of an older release would.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chaincode_version_max: Option<u32>,
     /// Execution threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -223,6 +229,19 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 }
 
 impl ServeArgs {
+    /// The chaincode, with the versions this node executes.
+    fn registry(&self) -> ledger::Registry {
+        let registry = domains::registry();
+        match self.chaincode_version_max {
+            None => registry,
+            Some(max) => {
+                let s = registry.supported();
+                let max = ledger::ChaincodeVersion(max).clamp(s.min, s.max);
+                registry.with_supported(ledger::Supported { min: s.min, max })
+            }
+        }
+    }
+
     fn auth_config(&self) -> api::auth::AuthConfig {
         api::auth::AuthConfig {
             issuer: self.jwt_issuer.clone(),
@@ -356,6 +375,21 @@ pub(crate) enum Work {
 /// Sees every block once it is durable, before its clients are answered
 /// (so that a client that reads after its answer sees what the block did).
 /// Must be quick: it runs on the node's responder thread.
+/// Runs [`crate::cluster::governor::run`] on a thread of its own (a small
+/// runtime: it only waits on timers and the Raft runtime's channels).
+fn spawn_governor(
+    cluster: crate::cluster::runtime::Cluster,
+    pending: crate::cluster::governor::Pending,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("governor".into())
+        .spawn(move || runtime.block_on(crate::cluster::governor::run(cluster, pending)))?;
+    Ok(())
+}
+
 pub trait Observer: Send + Sync {
     fn durable(&self, block: &AppliedBlock);
 }
@@ -502,18 +536,31 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // syncs at checkpoints only, and a block costs one fsync, not two.
         config.chain_sync = ledger::storage::Sync::Normal;
     }
-    let engine = Engine::open(&config, domains::registry())
+    let engine = Engine::open(&config, args.registry())
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let fresh = engine.height() == 0;
-    let directory = Arc::new(RwLock::new(api::directory::Directory::load(engine.state())));
+    let directory = Arc::new(RwLock::new(api::directory::Directory::load(
+        engine.state(),
+        engine.height(),
+    )));
     let auth = api::auth::Auth::new(args.auth_config())?;
     let metrics = api::ops::Metrics::install()?;
     let events = Arc::new(api::events::EventHub::new());
-    let observers: Vec<Arc<dyn Observer>> = vec![
+    let mut observers: Vec<Arc<dyn Observer>> = vec![
         Arc::new(api::directory::DirectoryObserver(directory.clone())),
         Arc::new(api::ops::LedgerMetrics),
         events.clone(),
     ];
+    // A cluster node carries the consortium's node decisions into Raft
+    // membership changes (every recorded one is checked again at start).
+    let decisions = args.cluster.node_id.map(|_| {
+        let pending =
+            crate::cluster::governor::Pending::new(domains::governance::nodes(engine.state()));
+        observers.push(Arc::new(crate::cluster::governor::NodeDecisions(
+            pending.clone(),
+        )));
+        pending
+    });
     let status = Arc::new(RwLock::new(Status::default()));
     publish(&engine, &status);
     let (sender, receiver) = bounded(QUEUE_LEN_MAX);
@@ -523,6 +570,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(id) => {
             let running = start_cluster(&args, id, scheme, engine, receiver, &status, observers)?;
             let (barrier, cluster) = (running.barrier.clone(), running.cluster.clone());
+            if let Some(pending) = decisions {
+                spawn_governor(cluster.clone(), pending)?;
+            }
             (Runner::Cluster(running), Some(barrier), Some(cluster))
         }
         None => {
@@ -617,7 +667,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         status,
         directory,
         auth,
-        domains::registry(),
+        args.registry(),
         api::ApiLimits::default(),
         events,
         args.data_dir.clone(),

@@ -77,24 +77,27 @@ fn signatures_are_required_checked_recorded_and_verified() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["keys"]["laptop"], public);
 
-    // Only the founding organization's admins change the setting.
+    // The consortium decides the setting by vote (three of four members);
+    // members do not propose.
+    let admins = [
+        admin.clone(),
+        s.token("admin@umbrella-pharma"),
+        s.token("admin@globex-logistics"),
+    ];
+    let admins: Vec<&str> = admins.iter().map(String::as_str).collect();
+    let require =
+        |on: bool| json!({"type": "set_settings", "settings": {"require_signatures": on}});
     let (status, body) = call(
         &s,
-        "PUT",
-        "/v1/consortium/settings",
+        "POST",
+        "/v1/governance/proposals",
         &alice,
-        Some(&json!({"require_signatures": true})),
+        Some(&json!({"title": "signatures", "kind": require(true)})),
     );
     assert_eq!(status, 403, "{body}");
-    let (status, body) = call(
-        &s,
-        "PUT",
-        "/v1/consortium/settings",
-        &admin,
-        Some(&json!({"require_signatures": true})),
-    );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["require_signatures"], true);
+    s.govern(&require(true), &admins);
+    let (_, body) = call(&s, "GET", "/v1/consortium/settings", &alice, None);
+    assert_eq!(body["require_signatures"], true, "{body}");
 
     let request = json!({
         "id": "signed-1", "domain": "finance", "function": "transfer",
@@ -154,15 +157,8 @@ fn signatures_are_required_checked_recorded_and_verified() {
         .status
         .success());
 
-    // Membership changes are authenticated by the token, not signed.
-    let (status, body) = call(
-        &s,
-        "PUT",
-        "/v1/consortium/settings",
-        &admin,
-        Some(&json!({"require_signatures": false})),
-    );
-    assert_eq!(status, 200, "{body}");
+    // Membership and governance are authenticated by the token, not signed.
+    s.govern(&require(false), &admins);
 
     s.stop();
     let out = parledger(&["verify", "--data-dir", s.path("data").to_str().unwrap()]);

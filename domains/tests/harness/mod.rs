@@ -65,9 +65,18 @@ impl Ledger {
     /// Height and time of the next block.
     fn next_block(&self) -> BlockInfo {
         let height = self.height + 1;
+        // The version the consortium decided for this height, as the
+        // engine reads it.
+        let schedule = self.state.get(
+            &ledger::versions::schedule_partition(),
+            ledger::versions::SCHEDULE_KEY,
+        );
+        let schedule =
+            ledger::VersionSchedule::decode(schedule.map(|e| e.value.as_slice())).unwrap();
         BlockInfo {
             height,
             timestamp: Timestamp(self.now_ms.max(height * self.ms_per_block)),
+            chaincode_version: schedule.version_at(height),
         }
     }
 

@@ -62,6 +62,7 @@ pub fn block(height: u64) -> BlockInfo {
     BlockInfo {
         height,
         timestamp: Timestamp(1_700_000_000_000 + height * 1000),
+        chaincode_version: ledger::ChaincodeVersion::FIRST,
     }
 }
 

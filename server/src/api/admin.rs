@@ -1,14 +1,15 @@
 //! `/v1/orgs*` and `/v1/consortium/settings`: organizations, users, roles
 //! and keys. Every change is a `system` transaction, ordered and audited;
 //! the chaincode decides who may make it, and this layer answers its
-//! refusals as problems.
+//! refusals as problems. Admitting or removing an organization and
+//! changing the settings are decided by vote (`/v1/governance`).
 
 use super::auth::{self, hash_password, Caller};
 use super::problem::{codes, ApiError, Problem};
 use super::session::UserView;
 use super::{submit_system, Api};
 use actix_web::{delete, get, patch, post, put, web};
-use domains::membership::{self, Role, Settings};
+use domains::membership::{self, Role};
 use ledger::OrgId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -19,7 +20,23 @@ pub struct OrgView {
     pub id: String,
     pub name: String,
     pub admitted_ms: u64,
+    /// `org/user` of the founder, or `proposal ID` of the vote that
+    /// admitted it.
     pub admitted_by: String,
+    /// When a vote removed it (its users can no longer write).
+    pub removed_ms: Option<u64>,
+}
+
+impl OrgView {
+    pub fn of(o: &membership::OrgRecord) -> OrgView {
+        OrgView {
+            id: o.id.to_string(),
+            name: o.name.clone(),
+            admitted_ms: o.admitted_ms,
+            admitted_by: o.admitted_by.clone(),
+            removed_ms: o.removed_ms,
+        }
+    }
 }
 
 /// Passwords: 10 to 256 bytes.
@@ -34,7 +51,7 @@ fn check_password(p: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn hash(password: String) -> Result<String, ApiError> {
+pub(crate) async fn hash(password: String) -> Result<String, ApiError> {
     check_password(&password)?;
     web::block(move || hash_password(&password))
         .await
@@ -81,74 +98,7 @@ pub async fn orgs(
     _caller: Caller,
 ) -> Result<web::Json<Vec<OrgView>>, ApiError> {
     let dir = auth::directory(&api)?;
-    Ok(web::Json(
-        dir.orgs
-            .values()
-            .map(|o| OrgView {
-                id: o.id.to_string(),
-                name: o.name.clone(),
-                admitted_ms: o.admitted_ms,
-                admitted_by: o.admitted_by.clone(),
-            })
-            .collect(),
-    ))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"org": "initech-health", "name": "Initech Health", "admin": "root", "password": "a long passphrase"}))]
-pub struct NewOrg {
-    /// The new organization's id (`A-Z a-z 0-9 - _ .`, not starting with `_`).
-    pub org: String,
-    /// Its display name.
-    pub name: String,
-    /// Its first admin's user name.
-    pub admin: String,
-    /// The first admin's password (10 to 256 bytes); omit for users who
-    /// sign in through the identity provider.
-    pub password: Option<String>,
-}
-
-/// Admit an organization with its first admin (admins only).
-#[utoipa::path(
-    tag = "admin",
-    request_body = NewOrg,
-    security(("bearer" = [])),
-    responses(
-        (status = 201, description = "Admitted", body = OrgView),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already a member", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[post("/v1/orgs")]
-pub async fn add_org(
-    api: web::Data<Api>,
-    caller: Caller,
-    body: web::Json<NewOrg>,
-) -> Result<actix_web::HttpResponse, ApiError> {
-    caller.require(&[Role::Admin])?;
-    let b = body.into_inner();
-    let password_hash = match b.password {
-        Some(p) => Some(hash(p).await?),
-        None => None,
-    };
-    let out = submit_system(
-        &api,
-        &caller,
-        "add_org",
-        serde_json::json!({"org": b.org, "name": b.name, "admin": b.admin, "password_hash": password_hash}),
-    )
-    .await?;
-    let org: membership::OrgRecord =
-        serde_json::from_value(out["org"].clone()).map_err(ApiError::internal)?;
-    Ok(actix_web::HttpResponse::Created().json(OrgView {
-        id: org.id.to_string(),
-        name: org.name,
-        admitted_ms: org.admitted_ms,
-        admitted_by: org.admitted_by,
-    }))
+    Ok(web::Json(dir.orgs.values().map(OrgView::of).collect()))
 }
 
 /// An organization's users (its admins, and auditors).
@@ -395,7 +345,7 @@ pub struct SettingsView {
     /// Every transaction must carry an Ed25519 signature by a key of its
     /// submitter.
     pub require_signatures: bool,
-    /// The founding organization, whose admins change these settings.
+    /// The founding organization.
     pub founder: Option<String>,
 }
 
@@ -420,50 +370,13 @@ pub async fn settings(
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsChange {
-    pub require_signatures: bool,
-}
-
-/// Change consortium settings (admins of the founding organization).
-#[utoipa::path(
-    tag = "admin",
-    request_body = SettingsChange,
-    security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Changed", body = SettingsView),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin of the founding organization", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[put("/v1/consortium/settings")]
-pub async fn set_settings(
-    api: web::Data<Api>,
-    caller: Caller,
-    body: web::Json<SettingsChange>,
-) -> Result<web::Json<SettingsView>, ApiError> {
-    caller.require(&[Role::Admin])?;
-    let s = Settings {
-        require_signatures: body.require_signatures,
-    };
-    submit_system(&api, &caller, "set_settings", serde_json::json!(s)).await?;
-    let dir = auth::directory(&api)?;
-    Ok(web::Json(SettingsView {
-        require_signatures: dir.settings.require_signatures,
-        founder: dir.founder.as_ref().map(|o| o.to_string()),
-    }))
-}
-
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(orgs)
-        .service(add_org)
         .service(users)
         .service(add_user)
         .service(update_user)
         .service(set_password)
         .service(add_key)
         .service(remove_key)
-        .service(settings)
-        .service(set_settings);
+        .service(settings);
 }

@@ -639,19 +639,30 @@ async fn audit_page(api: &web::Data<Api>, f: AuditFilter) -> Result<AuditPage, A
     })
 }
 
-/// Arguments as shown to auditors: password hashes are withheld.
+/// Arguments as shown to auditors: password hashes are withheld, at any
+/// depth (a proposal to admit an organization carries its first admin's).
 fn redact(tx: &ledger::Transaction) -> serde_json::Value {
+    fn withhold(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, v) in o.iter_mut() {
+                    if k == "password_hash" {
+                        if !v.is_null() {
+                            *v = serde_json::Value::String("[withheld]".into());
+                        }
+                    } else {
+                        withhold(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(withhold),
+            _ => {}
+        }
+    }
     let mut v: serde_json::Value =
         serde_json::from_slice(&tx.args).unwrap_or(serde_json::Value::Null);
     if tx.domain == domains::membership::SYSTEM {
-        if let Some(o) = v.as_object_mut() {
-            if o.contains_key("password_hash") {
-                o.insert(
-                    "password_hash".into(),
-                    serde_json::Value::String("[withheld]".into()),
-                );
-            }
-        }
+        withhold(&mut v);
     }
     v
 }

@@ -7,7 +7,7 @@
 use crate::node::Observer;
 use domains::membership::{self, OrgRecord, RevokedToken, Settings, UserRecord};
 use ledger::engine::AppliedBlock;
-use ledger::{OrgId, PartitionId, State, TxStatus};
+use ledger::{ChaincodeVersion, OrgId, PartitionId, State, TxStatus, VersionSchedule};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
@@ -19,12 +19,19 @@ pub struct Directory {
     pub revoked: HashMap<String, u64>,
     pub settings: Settings,
     pub founder: Option<OrgId>,
+    /// The chaincode version schedule the consortium decided.
+    pub schedule: VersionSchedule,
+    /// The latest durable block's height.
+    pub height: u64,
 }
 
 impl Directory {
     /// Everything the state's `system` partitions hold.
-    pub fn load(state: &State) -> Directory {
-        let mut d = Directory::default();
+    pub fn load(state: &State, height: u64) -> Directory {
+        let mut d = Directory {
+            height,
+            ..Directory::default()
+        };
         for (pid, part) in state.partitions() {
             if pid.domain != membership::SYSTEM {
                 continue;
@@ -48,6 +55,12 @@ impl Directory {
                     self.settings = value
                         .and_then(|v| serde_json::from_slice(v).ok())
                         .unwrap_or_default();
+                }
+                "chaincode" => {
+                    // A schedule that does not decode stops the engine
+                    // before it executes another block; here it only
+                    // means the pre-checks assume version 1.
+                    self.schedule = VersionSchedule::decode(value).unwrap_or_default();
                 }
                 "genesis" => {
                     self.founder = value
@@ -97,6 +110,17 @@ impl Directory {
         self.revoked.contains_key(jti)
     }
 
+    /// Whether a vote removed `org` from the consortium.
+    pub fn is_removed(&self, org: &OrgId) -> bool {
+        self.orgs.get(org).is_some_and(OrgRecord::is_removed)
+    }
+
+    /// The chaincode version the next block runs under, as far as this node
+    /// knows (the block's own version is decided when it executes).
+    pub fn next_version(&self) -> ChaincodeVersion {
+        self.schedule.version_at(self.height + 1)
+    }
+
     /// Whether the consortium has been bootstrapped (someone can sign in).
     pub fn bootstrapped(&self) -> bool {
         self.founder.is_some()
@@ -109,6 +133,9 @@ pub struct DirectoryObserver(pub std::sync::Arc<RwLock<Directory>>);
 
 impl Observer for DirectoryObserver {
     fn durable(&self, block: &AppliedBlock) {
+        if let Ok(mut d) = self.0.write() {
+            d.height = block.header.height;
+        }
         let touched = block.outcomes.iter().any(|o| {
             o.status == TxStatus::Committed
                 && o.writes

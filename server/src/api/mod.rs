@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod directory;
 pub mod domain_routes;
 pub mod events;
+pub mod governance;
 pub mod ops;
 pub mod problem;
 pub mod schema;
@@ -181,8 +182,26 @@ pub async fn submit_system(
     function: &str,
     args: serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
+    submit_system_as(api, caller, None, function, args).await
+}
+
+/// [`submit_system`] with the client's transaction id when it gave one (a
+/// retry with the same id answers the first outcome).
+pub async fn submit_system_as(
+    api: &web::Data<Api>,
+    caller: &Caller,
+    id: Option<&str>,
+    function: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    let id = match id {
+        Some(id) => ledger::TxId::new(id).map_err(|e| {
+            ApiError::unprocessable(problem::codes::INVALID_BODY, format!("id: {e}"))
+        })?,
+        None => ledger::TxId::new(&auth::new_id()).map_err(ApiError::internal)?,
+    };
     let tx = Transaction::new(
-        ledger::TxId::new(&auth::new_id()).map_err(ApiError::internal)?,
+        id,
         domains::membership::SYSTEM,
         ledger::FunctionName::new(function).map_err(ApiError::internal)?,
         &args,
@@ -224,7 +243,12 @@ pub fn rejection(caller: &Caller, code: &ledger::Code, message: &str) -> ApiErro
         return auth::deny(caller, code.as_str(), message.to_string());
     }
     let name = code.as_str().rsplit(':').next().unwrap_or("");
-    let status = if name.ends_with("_EXISTS") || name.starts_with("ALREADY_") {
+    let status = if name.ends_with("_EXISTS")
+        || name.starts_with("ALREADY_")
+        || matches!(
+            name,
+            "PROPOSAL_CLOSED" | "PROPOSAL_EXPIRED" | "PROPOSAL_OPEN" | "NO_ELECTORATE"
+        ) {
         StatusCode::CONFLICT
     } else if name.ends_with("NOT_FOUND") {
         StatusCode::NOT_FOUND
@@ -259,6 +283,7 @@ or `?consistency=local` (the default: this node's applied state).",
         (name = "audit", description = "Audit search, export and chain verification"),
         (name = "events", description = "Server-Sent Events"),
         (name = "admin", description = "Organizations, users, roles and keys"),
+        (name = "governance", description = "Proposals and votes: organizations, nodes, settings, chaincode versions, the constitution"),
         (name = "ops", description = "Health, status and metrics"),
     )
 )]
@@ -290,7 +315,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .configure(domain_routes::routes)
         .configure(chain::routes)
         .configure(events::routes)
-        .configure(admin::routes);
+        .configure(admin::routes)
+        .configure(governance::routes);
 }
 
 /// The OpenAPI document, generated from the handlers.

@@ -210,7 +210,7 @@ pub fn admit(api: &Api, caller: &Caller, req: SubmitRequest) -> Result<Transacti
         return Err(auth::deny(
             caller,
             codes::FORBIDDEN,
-            "membership changes go through /v1/orgs".into(),
+            "membership changes go through /v1/orgs and /v1/governance".into(),
         ));
     }
     let function = FunctionName::new(&req.function).map_err(|e| invalid_id("function", e))?;
@@ -312,7 +312,21 @@ pub fn precheck(api: &Api, caller: &Caller, tx: &Transaction) -> Result<(), ApiE
             format!("no domain {}", tx.domain),
         )
     })?;
-    match chaincode.prepare(tx) {
+    let version = {
+        let dir = auth::directory(api)?;
+        if dir.is_removed(&caller.org) {
+            return Err(auth::deny(
+                caller,
+                domains::governance::errors::ORG_REMOVED.as_str(),
+                format!(
+                    "{} was removed from the consortium by a vote: its users no longer write",
+                    caller.org
+                ),
+            ));
+        }
+        dir.next_version()
+    };
+    match chaincode.prepare_at(tx, version) {
         Ok(_) => Ok(()),
         Err(e) if domains::is_denial(&e.code) => {
             Err(auth::deny(caller, e.code.as_str(), e.message))

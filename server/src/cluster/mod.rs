@@ -12,5 +12,6 @@
 //! decides what a lost message means.
 
 pub mod certs;
+pub mod governor;
 pub mod runtime;
 pub mod transport;

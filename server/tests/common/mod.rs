@@ -86,16 +86,33 @@ impl Server {
 
     /// Starts the demo node with `extra` arguments and waits for `/readyz`.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_node(&["--demo"], &[], extra)
+    }
+
+    /// Starts a node founded by `org` alone, whose first admin `root` has
+    /// the demo password, and waits for `/readyz`.
+    pub fn start_founded(org: &str) -> Server {
+        Server::start_node(
+            &["--init-org", org, "--init-admin", "root"],
+            &[("PARLEDGER_INIT_PASSWORD", DEMO_PASSWORD)],
+            &[],
+        )
+    }
+
+    fn start_node(how: &[&str], env: &[(&str, &str)], extra: &[&str]) -> Server {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
             let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
             let child = Command::new(env!("CARGO_BIN_EXE_parledger"))
-                .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+                .arg("serve")
+                .args(how)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
                 .arg("--data-dir")
                 .arg(dir.path().join("data"))
                 .args(extra)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -161,6 +178,32 @@ impl Server {
             .as_str()
             .unwrap()
             .to_string()
+    }
+
+    /// Decides `kind` by vote: the first admin token proposes it, the
+    /// others vote for it in turn until it passes; returns the proposal.
+    pub fn govern(&self, kind: &Value, admins: &[&str]) -> Value {
+        let r = self.post(
+            "/v1/governance/proposals",
+            admins[0],
+            &serde_json::json!({"title": format!("{}", kind["type"]), "kind": kind}),
+        );
+        assert_eq!(r.status, 201, "proposing {kind}: {}", r.text());
+        let mut p = r.json();
+        for admin in &admins[1..] {
+            if p["status"] != "open" {
+                break;
+            }
+            let path = format!(
+                "/v1/governance/proposals/{}/votes",
+                p["id"].as_str().unwrap()
+            );
+            let r = self.post(&path, admin, &serde_json::json!({"approve": true}));
+            assert_eq!(r.status, 200, "voting on {kind}: {}", r.text());
+            p = r.json();
+        }
+        assert_eq!(p["status"], "passed", "{p}");
+        p
     }
 
     /// Opens a Server-Sent Events stream.

@@ -150,6 +150,11 @@ pub struct TransferRequest {
     /// characters.
     #[serde(default)]
     pub reference: Option<String>,
+    /// Remittance information for the payee, 1-140 characters: from
+    /// chaincode version 2 on (see `/v1/governance/chaincode`); refused with
+    /// 422 `LEDGER:INVALID_ARGUMENTS` while version 1 is active.
+    #[serde(default)]
+    pub memo: Option<String>,
 }
 
 impl TransferRequest {
@@ -166,6 +171,7 @@ impl TransferRequest {
                 timeout_ms: self.timeout_ms,
                 code: self.code,
                 reference: self.reference.map(Cow::Owned),
+                memo: self.memo.map(Cow::Owned),
             },
         )
     }
@@ -189,6 +195,9 @@ pub struct LinkedLeg {
     /// Client reference: 1-64 printable ASCII characters.
     #[serde(default)]
     pub reference: Option<String>,
+    /// Remittance information, 1-140 characters (chaincode version 2 on).
+    #[serde(default)]
+    pub memo: Option<String>,
 }
 
 impl LinkedLeg {
@@ -203,6 +212,7 @@ impl LinkedLeg {
             timeout_ms: 0,
             code: self.code,
             reference: self.reference.map(Cow::Owned),
+            memo: self.memo.map(Cow::Owned),
         }
     }
 }
