@@ -243,3 +243,98 @@ scenarios.push(
     },
   ],
 );
+
+const HOOLI_PASSWORD = "hooli-root-passphrase";
+
+scenarios.push([
+  "governance",
+  async ({ page, base, shot, login }) => {
+    // An admin sees the rules in force and the demo's three admissions.
+    await signIn(page, base, "admin@acme-bank");
+    await page.getByRole("link", { name: "Governance" }).click();
+    await page.getByRole("heading", { name: "Governance" }).waitFor();
+    const proposals = page.getByRole("table", { name: "Proposals" });
+    for (const name of ["Umbrella Pharma", "Globex Logistics", "Initech Health"]) {
+      const row = proposals.getByRole("row", { name: new RegExp(`Admit ${name}`) });
+      await row.getByText("passed", { exact: true }).waitFor();
+    }
+    await proposals.getByRole("row", { name: /Admit initech-health \(Initech Health\)/ }).waitFor();
+    await page.getByText(/^v\d+ at block/).waitFor();
+    // The details show each organization's ballot.
+    await page.getByRole("button", { name: "ballots and details" }).first().click();
+    await page.getByRole("table", { name: /^Ballots on/ }).first().waitFor();
+    await shot("proposals");
+
+    // Validation before anything is sent, then a proposal to admit Hooli.
+    const form = page.getByRole("form", { name: "New proposal" });
+    await form.getByLabel("Kind").selectOption("add_org");
+    await form.getByLabel("Organization id").fill("Hooli Inc");
+    await form.getByRole("button", { name: "Propose" }).click();
+    assert.ok((await form.locator("small.field-error").count()) >= 3, "the form accepted an invalid proposal");
+    await form.getByLabel("Title (optional)").fill("Admit Hooli");
+    await form.getByLabel("Organization id").fill("hooli");
+    await form.getByLabel("Display name").fill("Hooli");
+    await form.getByLabel("First admin's user name").fill("root");
+    await form.getByLabel("Password", { exact: true }).fill(HOOLI_PASSWORD);
+    await form.getByLabel("Confirm the password").fill(HOOLI_PASSWORD);
+    await form.getByText("Admit hooli (Hooli)").waitFor();
+    await form.getByRole("button", { name: "Propose" }).click();
+    await page.getByRole("status").filter({ hasText: "Proposed “Admit Hooli”" }).waitFor();
+    const hooli = (p) => p.getByRole("table", { name: "Proposals" }).getByRole("row", { name: /Admit Hooli/ });
+    await hooli(page).getByText("open", { exact: true }).waitFor();
+    await hooli(page).getByText("1 of 3").waitFor();
+    // The proposer's organization has voted already.
+    await hooli(page).getByText("voted for").waitFor();
+    assert.equal(await hooli(page).getByRole("button", { name: /^Vote/ }).count(), 0);
+    await shot("proposed");
+
+    // A plain member reads the proposals but neither proposes nor votes.
+    const alice = await login("alice@acme-bank");
+    await alice.goto(`${base}/#/governance`);
+    await hooli(alice).getByText("open", { exact: true }).waitFor();
+    assert.equal(await alice.getByRole("form", { name: "New proposal" }).count(), 0, "a member sees the propose form");
+    assert.equal(await alice.getByRole("button", { name: /^Vote (for|against)/ }).count(), 0, "a member sees vote buttons");
+    await shot("member", alice);
+
+    // Two more admins vote for it: a majority of four, and it passes.
+    const umbrella = await login("admin@umbrella-pharma");
+    await umbrella.goto(`${base}/#/governance`);
+    await umbrella.getByRole("button", { name: "Vote for Admit Hooli" }).click();
+    await umbrella.getByRole("status").filter({ hasText: "umbrella-pharma voted for “Admit Hooli”" }).waitFor();
+    await hooli(umbrella).getByText("2 of 3").waitFor();
+    assert.equal(await umbrella.getByRole("button", { name: "Vote for Admit Hooli" }).count(), 0);
+    // Initech's admin opens the page while it is still open…
+    const initech = await login("admin@initech-health");
+    await initech.goto(`${base}/#/governance`);
+    await initech.getByRole("button", { name: "Vote for Admit Hooli" }).waitFor();
+    const globex = await login("admin@globex-logistics");
+    await globex.goto(`${base}/#/governance`);
+    await globex.getByRole("button", { name: "Vote for Admit Hooli" }).click();
+    await hooli(globex).getByText("passed", { exact: true }).waitFor();
+    await hooli(globex).getByText("3 of 3").waitFor();
+    await hooli(globex).getByRole("button", { name: "ballots and details" }).click();
+    await globex.getByText("hooli admitted with admin root").waitFor();
+    await shot("passed", globex);
+    // …and votes after the deciding ballot: refused with the server's code,
+    // and the row shows the proposal as it now is.
+    await initech.getByRole("button", { name: "Vote for Admit Hooli" }).click();
+    await initech.getByRole("alert").filter({ hasText: "GOVERNANCE:PROPOSAL_CLOSED" }).waitFor();
+    await hooli(initech).getByText("passed", { exact: true }).waitFor();
+    assert.equal(await initech.getByRole("button", { name: /^Vote (for|against) Admit Hooli/ }).count(), 0);
+    await shot("refused", initech);
+
+    // The new organization's first admin signs in.
+    const ctx = await page.context().browser().newContext();
+    try {
+      const root = await ctx.newPage();
+      await root.goto(`${base}/`);
+      await root.getByLabel("User").fill("root@hooli");
+      await root.getByLabel("Password").fill(HOOLI_PASSWORD);
+      await root.getByRole("button", { name: "Sign in" }).click();
+      await root.getByRole("navigation", { name: "Main" }).waitFor();
+      assert.match(await root.getByLabel("Signed in as").innerText(), /root[\s\S]*hooli[\s\S]*admin/);
+    } finally {
+      await ctx.close();
+    }
+  },
+]);

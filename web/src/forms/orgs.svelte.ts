@@ -1,5 +1,5 @@
 // The consortium's organizations (for org pickers and suggestions), read
-// once per page load.
+// once per page load (and again when a vote admits or removes one).
 
 import { get, type Schemas } from "../lib/api";
 
@@ -16,6 +16,12 @@ class Orgs {
         this.loading = null;
       });
     return this.loading;
+  }
+
+  /** Reads the list again (a vote changed the membership). */
+  reload(): Promise<void> {
+    this.loading = null;
+    return this.load();
   }
 }
 
