@@ -479,12 +479,19 @@ impl Auth {
         v.set_issuer(&[&key.issuer]);
         v.set_audience(&[&self.config.audience]);
         v.leeway = 30;
+        // A token may say when it starts to be valid (an identity
+        // provider's often do): before then it is refused.
+        v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         let data =
             jsonwebtoken::decode::<Claims>(token, &key.key, &v).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                     ApiError::unauthorized(codes::TOKEN_EXPIRED, "the token has expired")
                 }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => ApiError::unauthorized(
+                    codes::TOKEN_NOT_YET_VALID,
+                    "the token is not valid yet (nbf)",
+                ),
                 _ => invalid(e.to_string()),
             })?;
         if let Ok(mut c) = self.cache.lock() {

@@ -152,6 +152,7 @@ pub mod codes {
     pub const MISSING_TOKEN: &str = "AUTH:MISSING_TOKEN";
     pub const INVALID_TOKEN: &str = "AUTH:INVALID_TOKEN";
     pub const TOKEN_EXPIRED: &str = "AUTH:TOKEN_EXPIRED";
+    pub const TOKEN_NOT_YET_VALID: &str = "AUTH:TOKEN_NOT_YET_VALID";
     pub const TOKEN_REVOKED: &str = "AUTH:TOKEN_REVOKED";
     pub const BAD_CREDENTIALS: &str = "AUTH:BAD_CREDENTIALS";
     pub const USER_DISABLED: &str = "AUTH:USER_DISABLED";

@@ -89,6 +89,11 @@ impl Server {
         Server::start_node(&["--demo"], &[], extra)
     }
 
+    /// Starts the demo node with `extra` arguments and environment `env`.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_node(&["--demo"], env, extra)
+    }
+
     /// Starts a node founded by `org` alone, whose first admin `root` has
     /// the demo password, and waits for `/readyz`.
     pub fn start_founded(org: &str) -> Server {
