@@ -81,10 +81,30 @@ impl DevCa {
         self.issue(vec![node_name(id)])
     }
 
+    /// Node `id`'s certificate, expired long ago (valid in 2000 only): for
+    /// tests that a node refuses it.
+    #[cfg(test)]
+    pub fn node_expired(&self, id: NodeId) -> Result<Issued, rcgen::Error> {
+        self.issue_with(vec![node_name(id)], |p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        })
+    }
+
     /// A certificate for exactly these DNS names (the tests issue
     /// certificates naming no node, several nodes or a wildcard with it).
     pub fn issue(&self, dns_names: Vec<String>) -> Result<Issued, rcgen::Error> {
+        self.issue_with(dns_names, |_| {})
+    }
+
+    /// [`Self::issue`], its parameters adjusted by `adjust` first.
+    fn issue_with(
+        &self,
+        dns_names: Vec<String>,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::new(dns_names.clone())?;
+        adjust(&mut params);
         if let Some(first) = dns_names.first() {
             params.distinguished_name.push(DnType::CommonName, first);
         }

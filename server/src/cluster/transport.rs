@@ -2027,6 +2027,53 @@ mod tests {
         t3.shutdown().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_certificate_is_refused_by_listeners_and_dialers() {
+        let ca = DevCa::new("test CA").unwrap();
+        // A listener refuses a dialer whose (right) identity has expired.
+        let l1 = bind_loopback();
+        let a1 = l1.local_addr().unwrap();
+        let mut c1 = config(&ca, 1, &BTreeMap::from([(1, a1)]), test_limits());
+        c1.peers = BTreeMap::from([(2, "127.0.0.1:1".into())]);
+        let (t1, mut rx1) = start_on(c1, l1);
+        if let Ok(mut s) = raw_client(a1, &ca, &ca.node_expired(2).unwrap(), 1).await {
+            write_and_expect_close(&mut s, &frame(b"expired"), "an expired dialer").await;
+        }
+        assert!(
+            rx1.try_recv().is_err(),
+            "a message from an expired identity"
+        );
+        // The same node with a valid certificate is admitted.
+        let mut s = admitted_client(a1, &ca, &ca.node(2).unwrap()).await;
+        s.write_all(&frame(b"valid")).await.unwrap();
+        s.flush().await.unwrap();
+        assert_eq!(recv(&mut rx1).await.payload, b"valid");
+        t1.shutdown().await;
+
+        // A dialer refuses a listener whose identity has expired.
+        let (l1, l2) = (bind_loopback(), bind_loopback());
+        let addrs = BTreeMap::from([(1, l1.local_addr().unwrap()), (2, l2.local_addr().unwrap())]);
+        let (t1, _rx1) = start_on(config(&ca, 1, &addrs, test_limits()), l1);
+        let mut c2 = config(&ca, 2, &addrs, test_limits());
+        c2.tls = material(&ca, &ca.node_expired(2).unwrap());
+        let (t2, mut rx2) = start_on(c2, l2);
+        t1.send(2, b"to an expired listener".to_vec()).unwrap();
+        eventually("node 1 refused the expired listener twice", || {
+            stats(&t1, 2).dial_failures >= 2
+        })
+        .await;
+        let s = stats(&t1, 2);
+        assert!(!s.connected);
+        assert_eq!(
+            (s.queued_len, s.sent_messages),
+            (1, 0),
+            "the message never left"
+        );
+        assert!(rx2.try_recv().is_err());
+        t1.shutdown().await;
+        t2.shutdown().await;
+    }
+
     /// A TLS client outside the transport, presenting any certificate, that
     /// verifies the listener as node `server`.
     async fn raw_client(
