@@ -51,6 +51,10 @@ pub struct ApiLimits {
     pub body_bytes_max: usize,
     /// Transactions in one batch request.
     pub batch_len_max: usize,
+    /// Bytes of a request's target and headers (names and values): above
+    /// it, 431 `API:HEADERS_TOO_LARGE`. (actix itself closes a connection
+    /// whose head passes 128 KiB, or that has more than 96 headers.)
+    pub head_bytes_max: usize,
 }
 
 impl Default for ApiLimits {
@@ -58,6 +62,7 @@ impl Default for ApiLimits {
         ApiLimits {
             body_bytes_max: 16 * 1024 * 1024,
             batch_len_max: 10_000,
+            head_bytes_max: 16 * 1024,
         }
     }
 }
@@ -444,7 +449,42 @@ pub fn app(
         .configure(ui::routes)
         .default_service(web::to(fallback))
         .wrap(actix_web::middleware::from_fn(cluster::consistency))
+        .wrap(actix_web::middleware::from_fn(limit_head))
         .wrap(actix_web::middleware::from_fn(ops::track))
+}
+
+/// Refuses a request whose target and headers pass
+/// [`ApiLimits::head_bytes_max`], before anything reads them.
+async fn limit_head(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let max = req
+        .app_data::<web::Data<Api>>()
+        .map_or(ApiLimits::default().head_bytes_max, |a| {
+            a.limits.head_bytes_max
+        });
+    let bytes = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum::<usize>();
+    if bytes > max {
+        let e = ApiError::new(
+            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            problem::codes::HEADERS_TOO_LARGE,
+            format!("the request's target and headers have {bytes} bytes, above {max}"),
+        );
+        let (http, _) = req.into_parts();
+        return Ok(actix_web::dev::ServiceResponse::new(
+            http,
+            actix_web::ResponseError::error_response(&e),
+        ));
+    }
+    next.call(req)
+        .await
+        .map(actix_web::dev::ServiceResponse::map_into_boxed_body)
 }
 
 /// Certificate chain and private key files (PEM) for HTTPS.

@@ -135,6 +135,7 @@ pub mod codes {
     pub const INVALID_BODY: &str = "API:INVALID_BODY";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "API:UNSUPPORTED_MEDIA_TYPE";
     pub const PAYLOAD_TOO_LARGE: &str = "API:PAYLOAD_TOO_LARGE";
+    pub const HEADERS_TOO_LARGE: &str = "API:HEADERS_TOO_LARGE";
     pub const INVALID_PATH: &str = "API:INVALID_PATH";
     pub const INVALID_QUERY: &str = "API:INVALID_QUERY";
     pub const INVALID_ID: &str = "API:INVALID_ID";
