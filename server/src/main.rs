@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod config;
 mod demo;
+mod disk;
 mod node;
 mod tools;
 

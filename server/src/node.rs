@@ -50,6 +50,15 @@ pub struct ServeArgs {
     /// restart, as on SIGHUP (0: only on SIGHUP).
     #[arg(long, default_value_t = 30)]
     pub keys_watch_s: u64,
+    /// Refuse writes (503 `NODE:DISK_FULL`) while the data directory's
+    /// filesystem has less than this many MiB free, and take them again
+    /// when it has more: a full disk would stop the node until a restart
+    /// (0: never refuse).
+    #[arg(long, default_value_t = 64)]
+    pub disk_free_min_mb: u64,
+    /// Milliseconds between looks at the data directory's free space.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub disk_check_ms: u64,
     /// The highest chaincode version this node executes, below what the
     /// binary runs (for upgrade drills): given 1, the node stops before the
     /// first block the consortium decided to run under version 2, and says
@@ -674,6 +683,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
     );
     api.cluster = cluster;
+    if args.disk_free_min_mb > 0 {
+        api.disk = Some(crate::disk::DiskGuard::start(
+            args.data_dir.clone(),
+            args.disk_free_min_mb.saturating_mul(1024 * 1024),
+            Duration::from_millis(args.disk_check_ms),
+        )?);
+    }
     let c = &args.cluster;
     let keys = api::Keys {
         tls: tls.clone(),

@@ -11,52 +11,22 @@
 mod common;
 
 use common::cluster::{debits_posted, get_json, post, sign_in};
-use common::free_port;
+use common::{free_port, serve_on, Proc};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Start, load, kill: this many times.
 const ROUNDS: usize = 8;
 /// Clients posting transfers at once.
 const CLIENTS: usize = 4;
-const START_BOUND: Duration = Duration::from_secs(60);
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &std::path::Path, port: u16) -> Node {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("serve.log"))
-        .unwrap();
-    let node = Node(
-        Command::new(env!("CARGO_BIN_EXE_parledger"))
-            .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let t = Instant::now();
-    while get_json(port, "/readyz", None).is_none() {
-        assert!(t.elapsed() < START_BOUND, "the node did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    node
+fn start(dir: &std::path::Path, port: u16) -> Proc {
+    serve_on(&dir.join("data"), port, &[], &dir.join("serve.log"))
 }
 
 /// What a client was told about one transfer.
@@ -166,7 +136,7 @@ fn an_embedded_node_killed_under_load_loses_no_acknowledged_transfer() {
         );
     }
 
-    let mut node = start(dir.path(), port);
+    let node = start(dir.path(), port);
     let acks = acks.lock().unwrap().clone();
     assert!(acks.len() > 100, "too little load: {}", acks.len());
     let chain = audited(port, &auditor);
@@ -194,10 +164,7 @@ fn an_embedded_node_killed_under_load_loses_no_acknowledged_transfer() {
         chain.len(),
         chain.values().filter(|e| e.0 == "committed").count()
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &node.0.id().to_string()])
-        .status();
-    let _ = node.0.wait();
+    node.stop();
     let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
         .args(["verify", "--data-dir"])
         .arg(dir.path().join("data"))

@@ -84,6 +84,8 @@ pub struct Api {
     stopping: tokio::sync::watch::Sender<bool>,
     /// The Raft cluster this node belongs to (`None`: the embedded node).
     pub cluster: Option<crate::cluster::runtime::Cluster>,
+    /// Refuses writes while the data directory's disk is nearly full.
+    pub disk: Option<Arc<crate::disk::DiskGuard>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -121,6 +123,7 @@ impl Api {
             metrics,
             stopping: tokio::sync::watch::channel(false).0,
             cluster: None,
+            disk: None,
         }
     }
 
@@ -158,11 +161,26 @@ pub async fn read_chain<T: Send + 'static>(
     }
 }
 
+/// Seconds a client is told to wait when the disk is full.
+const DISK_FULL_RETRY_S: u64 = 5;
+
 type Answer = tokio::sync::oneshot::Receiver<Result<Committed, crate::node::NodeError>>;
 
 /// Queues transactions for ordering (off the async threads: the queue
 /// blocks when full) and returns where each one's answer will arrive.
 pub async fn order(api: &web::Data<Api>, txs: Vec<Transaction>) -> Result<Vec<Answer>, ApiError> {
+    if let Some(free) = api.disk.as_ref().and_then(|d| d.full()) {
+        let mut e = ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            problem::codes::DISK_FULL,
+            format!(
+                "the node's disk has {free} bytes free, below its {} byte minimum: no write is taken until space returns (nothing was ordered; retry with the same ids)",
+                api.disk.as_ref().map_or(0, |d| d.min_free_bytes())
+            ),
+        );
+        e.retry_after = Some(DISK_FULL_RETRY_S);
+        return Err(e);
+    }
     let node = api.node.clone();
     web::block(move || {
         let mut answers = Vec::with_capacity(txs.len());

@@ -144,6 +144,7 @@ pub mod codes {
     pub const BATCH_TOO_LARGE: &str = "API:BATCH_TOO_LARGE";
     pub const RATE_LIMITED: &str = "API:RATE_LIMITED";
     pub const UNAVAILABLE: &str = "API:UNAVAILABLE";
+    pub const DISK_FULL: &str = "NODE:DISK_FULL";
     pub const INTERNAL: &str = "API:INTERNAL";
     pub const TX_NOT_FOUND: &str = "API:TX_NOT_FOUND";
     pub const BLOCK_NOT_FOUND: &str = "API:BLOCK_NOT_FOUND";

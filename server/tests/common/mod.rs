@@ -578,3 +578,55 @@ impl EventStream {
         has_data.then_some(e)
     }
 }
+
+/// A `parledger serve` process of a test's own making, killed (SIGKILL)
+/// when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then waits for the process to end.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `parledger serve --demo` on `data` (kept across restarts) at
+/// `port`, its standard error appended to `log`, and waits for `/readyz`.
+pub fn serve_on(data: &std::path::Path, port: u16, extra: &[&str], log: &std::path::Path) -> Proc {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let node = Proc(
+        Command::new(env!("CARGO_BIN_EXE_parledger"))
+            .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while try_send(port, &Req::new("GET", "/readyz")).is_none_or(|r| r.status != 200) {
+        assert!(
+            t.elapsed() < START_TIMEOUT,
+            "the node did not become ready: see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}
