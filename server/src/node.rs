@@ -353,6 +353,11 @@ pub enum NodeError {
     /// The node cannot apply blocks (a storage failure or a divergence).
     #[error("{0}")]
     Failed(String),
+    /// The id was already used by another transaction (another submitter,
+    /// organization or content): ids are idempotency keys, and a retry must
+    /// be the same transaction to be answered with the first result.
+    #[error("transaction id {0} was already used by another transaction; choose another id")]
+    IdTaken(String),
 }
 
 impl NodeError {
@@ -362,6 +367,7 @@ impl NodeError {
             NodeError::NoLeader => "NODE:NO_LEADER",
             NodeError::NotCommitted(_) => "NODE:NOT_COMMITTED",
             NodeError::Failed(_) => "NODE:FAILED",
+            NodeError::IdTaken(_) => "NODE:ID_TAKEN",
         }
     }
 }
@@ -959,7 +965,9 @@ fn order(
     }
 }
 
-/// Answers a retry of an applied id with its stored receipt.
+/// Answers a retry of an applied id with its stored receipt, when it is
+/// the same transaction; a different transaction under a used id learns
+/// only that the id is taken (never the other's receipt).
 pub(crate) fn answer_retry(engine: &mut Engine, s: Submission) {
     let Some(reply) = s.reply else {
         return;
@@ -968,6 +976,13 @@ pub(crate) fn answer_retry(engine: &mut Engine, s: Submission) {
         .receipt(&s.tx.id)
         .map_err(|e| NodeError::Failed(e.to_string()))
         .and_then(|r| r.ok_or_else(|| NodeError::Failed("receipt not found".to_string())))
+        .and_then(|r| {
+            if r.tx.hash() == s.tx.hash() {
+                Ok(r)
+            } else {
+                Err(NodeError::IdTaken(s.tx.id.to_string()))
+            }
+        })
         .map(|r| Committed {
             outcome: r.outcome.clone(),
             height: r.height,

@@ -1212,3 +1212,43 @@ fn health_status_and_metrics() {
         assert!(text.contains(wanted), "no {wanted} in\n{text}");
     }
 }
+
+/// Ids are idempotency keys: the same transaction sent again is answered
+/// with its first result; another transaction under a used id (another
+/// organization's, or other content) gets 409 `NODE:ID_TAKEN`, never the
+/// first one's receipt, and is not applied.
+#[test]
+fn a_used_id_answers_only_the_same_transaction() {
+    let s = Server::start(&[]);
+    let bob = s.token("bob@umbrella-pharma");
+    let alice = s.token("alice@acme-bank");
+    let bobs = tx("invoice-77", transfer("umbrella-pharma", "acme-bank", 3));
+    let first = s.post("/v1/transactions", &bob, &bobs).ok();
+    assert_eq!(first["status"], "committed");
+    // The same transaction again: the first result, the same receipt.
+    let again = s.post("/v1/transactions", &bob, &bobs).ok();
+    assert_eq!(
+        (again["height"].clone(), again["index"].clone()),
+        (first["height"].clone(), first["index"].clone())
+    );
+    // Alice's payment under bob's id: refused, not "committed" with bob's
+    // receipt (which she may not read either).
+    let before = s
+        .get("/v1/finance/accounts/acme-bank/operating", &alice)
+        .ok();
+    let alices = tx("invoice-77", transfer("acme-bank", "globex-logistics", 500));
+    let r = s.post("/v1/transactions", &alice, &alices);
+    let p = r.problem(409, "NODE:ID_TAKEN");
+    assert!(!p.to_string().contains("umbrella-pharma"), "{p}");
+    let after = s
+        .get("/v1/finance/accounts/acme-bank/operating", &alice)
+        .ok();
+    assert_eq!(
+        before["debits_posted"], after["debits_posted"],
+        "nothing applied"
+    );
+    // Bob's own, with other content: refused the same way.
+    let changed = tx("invoice-77", transfer("umbrella-pharma", "acme-bank", 4));
+    s.post("/v1/transactions", &bob, &changed)
+        .problem(409, "NODE:ID_TAKEN");
+}

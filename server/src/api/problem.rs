@@ -244,6 +244,7 @@ impl From<crate::node::NodeError> for ApiError {
                 a
             }
             NodeError::Failed(m) => ApiError::internal(m),
+            NodeError::IdTaken(_) => ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string()),
         }
     }
 }

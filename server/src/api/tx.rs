@@ -574,9 +574,10 @@ pub async fn batch(
 /// one that changed the caller's partitions, or any for auditors.
 pub fn may_see(caller: &Caller, tx: &Transaction, outcome: &ledger::TxOutcome) -> bool {
     caller.has(Role::Auditor)
-        || tx.org == caller.org
-        || outcome.writes.iter().any(|w| w.partition.org == caller.org)
-        || outcome.events.iter().any(|e| e.partition.org == caller.org)
+        || (caller.is_party()
+            && (tx.org == caller.org
+                || outcome.writes.iter().any(|w| w.partition.org == caller.org)
+                || outcome.events.iter().any(|e| e.partition.org == caller.org)))
 }
 
 async fn find(api: &web::Data<Api>, caller: &Caller, id: String) -> Result<Receipt, ApiError> {

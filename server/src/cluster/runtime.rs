@@ -1574,8 +1574,13 @@ impl EngineLoop<'_> {
                 }
             }
             if let Some(p) = self.pending.get_mut(&s.tx.id) {
-                // Already on its way: this caller waits for the same block.
-                p.replies.extend(s.reply);
+                if p.tx.hash() == s.tx.hash() {
+                    // Already on its way: this caller waits for the same
+                    // block.
+                    p.replies.extend(s.reply);
+                } else if let Some(r) = s.reply {
+                    let _ = r.send(Err(NodeError::IdTaken(s.tx.id.to_string())));
+                }
                 continue;
             }
             self.pending.insert(
@@ -1733,7 +1738,14 @@ impl EngineLoop<'_> {
         let mut replies = Vec::new();
         for (i, tx) in block.txs.iter().enumerate() {
             if let Some(p) = self.take_pending(&tx.id) {
-                replies.extend(p.replies.into_iter().map(|r| (i as u32, r)));
+                if p.tx.hash() == tx.hash() {
+                    replies.extend(p.replies.into_iter().map(|r| (i as u32, r)));
+                } else {
+                    // Another node's transaction took the id first.
+                    for r in p.replies {
+                        let _ = r.send(Err(NodeError::IdTaken(tx.id.to_string())));
+                    }
+                }
             }
         }
         self.shared
