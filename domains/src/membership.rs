@@ -101,11 +101,49 @@ impl OrgRecord {
     }
 }
 
+/// A transaction signature algorithm; the consortium chooses one
+/// (`Settings::signature_scheme`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SignatureScheme {
+    /// Ed25519 (RFC 8032): 32-byte keys, 64-byte signatures.
+    #[default]
+    #[serde(rename = "ed25519")]
+    Ed25519,
+    /// ML-DSA-65 (FIPS 204), quantum-resistant: 1,952-byte keys,
+    /// 3,309-byte signatures.
+    #[serde(rename = "ml-dsa-65")]
+    MlDsa65,
+}
+
+impl SignatureScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureScheme::Ed25519 => "ed25519",
+            SignatureScheme::MlDsa65 => "ml-dsa-65",
+        }
+    }
+
+    /// Bytes of one public key.
+    pub fn public_key_len(self) -> usize {
+        match self {
+            SignatureScheme::Ed25519 => 32,
+            SignatureScheme::MlDsa65 => 1952,
+        }
+    }
+
+    pub fn is_ed25519(&self) -> bool {
+        *self == SignatureScheme::Ed25519
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKeyRecord {
-    /// Ed25519 public key, 32 bytes as 64 hex digits.
+    /// The public key in hex (64 digits for Ed25519).
     pub public_key: String,
     pub added_ms: u64,
+    /// Its algorithm (absent: Ed25519).
+    #[serde(default, skip_serializing_if = "SignatureScheme::is_ed25519")]
+    pub scheme: SignatureScheme,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,10 +175,14 @@ pub struct RevokedToken {
 /// Consortium-wide settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
-    /// Every transaction must carry an Ed25519 signature by a key registered
-    /// to its submitter.
+    /// Every transaction must carry a signature (of `signature_scheme`) by a
+    /// key registered to its submitter.
     #[serde(default)]
     pub require_signatures: bool,
+    /// The algorithm of transaction signatures: a signature by a key of
+    /// another scheme is refused (absent: Ed25519).
+    #[serde(default, skip_serializing_if = "SignatureScheme::is_ed25519")]
+    pub signature_scheme: SignatureScheme,
 }
 
 pub fn partition(org: &OrgId) -> PartitionId {
@@ -180,8 +222,9 @@ pub fn valid_password_hash(s: &str) -> bool {
     s.starts_with("$argon2id$") && s.len() <= 256 && s.is_ascii()
 }
 
-pub fn valid_public_key(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit())
+/// A public key of `scheme`, in hex.
+pub fn valid_public_key(scheme: SignatureScheme, s: &str) -> bool {
+    s.len() == 2 * scheme.public_key_len() && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 pub(crate) fn err(code: Code, message: impl Into<String>) -> ChaincodeError {
@@ -350,6 +393,8 @@ struct KeyArgs {
     kid: String,
     #[serde(default)]
     public_key: Option<String>,
+    #[serde(default)]
+    scheme: SignatureScheme,
 }
 
 #[derive(Debug, Deserialize)]
@@ -461,11 +506,13 @@ impl Chaincode for Membership {
                     check_name("kid", &a.kid)?;
                     let function = if f == "add_key" {
                         match a.public_key.as_deref() {
-                            Some(k) if valid_public_key(k) => {}
+                            Some(k) if valid_public_key(a.scheme, k) => {}
                             _ => {
-                                return Err(invalid(
-                                    "public_key must be an Ed25519 public key as 64 hex digits",
-                                ))
+                                return Err(invalid(format!(
+                                    "public_key must be an {} public key as {} hex digits",
+                                    a.scheme.as_str(),
+                                    2 * a.scheme.public_key_len()
+                                )))
                             }
                         }
                         Function::AddKey
@@ -673,6 +720,7 @@ impl Call for Bound {
                         PublicKeyRecord {
                             public_key,
                             added_ms: now,
+                            scheme: a.scheme,
                         },
                     );
                 } else if u.keys.remove(&a.kid).is_none() {

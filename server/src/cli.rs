@@ -231,8 +231,13 @@ pub struct KeygenArgs {
     pub out: PathBuf,
     /// Also write the public key as PEM here (must not exist): for a
     /// node's `--jwt-trust-key` or `--jwt-trust-dir` (name it `*.pub.pem`).
+    /// Ed25519 only.
     #[arg(long)]
     pub public_out: Option<PathBuf>,
+    /// `ed25519`, or `ml-dsa-65` for a quantum-resistant transaction
+    /// signing key (FIPS 204; register it with `"scheme": "ml-dsa-65"`).
+    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ml-dsa-65"])]
+    pub scheme: String,
 }
 
 #[derive(Debug, Args)]
@@ -299,7 +304,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Http(args)) => {
             crate::bench_http::http(args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Keygen(args) => tools::keygen(&args.out, args.public_out.as_deref()),
+        Command::Keygen(args) => tools::keygen(&args.out, args.public_out.as_deref(), &args.scheme),
         Command::Sign(args) => tools::sign(&args),
         Command::Openapi => {
             use std::io::Write as _;

@@ -17,6 +17,7 @@ mod config;
 mod demo;
 mod disk;
 mod node;
+mod sig;
 mod tools;
 
 use clap::Parser;

@@ -162,17 +162,22 @@ pub fn verify_receipt(file: &Path, trusted: Option<&str>) -> anyhow::Result<Exit
 }
 
 /// `parledger keygen`: a new Ed25519 key pair for signing transactions.
-pub fn keygen(out: &Path, public_out: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn keygen(out: &Path, public_out: Option<&Path>, scheme: &str) -> anyhow::Result<ExitCode> {
     use ed25519_dalek::pkcs8::EncodePublicKey;
     use std::io::Write;
+    let scheme: domains::membership::SignatureScheme =
+        serde_json::from_value(serde_json::json!(scheme)).context("scheme")?;
     // Checked before the private key is written, so that a refusal leaves
     // nothing behind.
     if let Some(p) = public_out.filter(|p| p.exists()) {
         anyhow::bail!("{} already exists", p.display());
     }
-    let key = crate::api::auth::create_private_key(out)?;
-    if let Some(p) = public_out {
-        let pem = key
+    if public_out.is_some() && !scheme.is_ed25519() {
+        anyhow::bail!("--public-out writes an Ed25519 public key (for token signing)");
+    }
+    let key = crate::sig::PrivateKey::generate(scheme, out)?;
+    if let (Some(p), crate::sig::PrivateKey::Ed25519(k)) = (public_out, &key) {
+        let pem = k
             .verifying_key()
             .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
@@ -184,20 +189,27 @@ pub fn keygen(out: &Path, public_out: Option<&Path>) -> anyhow::Result<ExitCode>
             .with_context(|| format!("writing {}", p.display()))?;
         eprintln!("public key written to {}", p.display());
     }
-    println!("{}", hex::encode(key.verifying_key().to_bytes()));
-    eprintln!(
-        "private key written to {}; register the public key above as one of your keys \
-         (as a token-signing key, its kid is {})",
-        out.display(),
-        crate::api::auth::kid_of(&key.verifying_key().to_bytes())
-    );
+    let public = key.public_key();
+    println!("{}", hex::encode(&public));
+    match key.scheme() {
+        domains::membership::SignatureScheme::Ed25519 => eprintln!(
+            "private key written to {}; register the public key above as one of your keys \
+             (as a token-signing key, its kid is {})",
+            out.display(),
+            crate::api::auth::kid_of(&public)
+        ),
+        domains::membership::SignatureScheme::MlDsa65 => eprintln!(
+            "ML-DSA-65 private key (seed) written to {}; register the public key above with \
+             \"scheme\": \"ml-dsa-65\"",
+            out.display()
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `parledger sign`: adds the submitter's signature of the transaction hash
 /// to a request body.
 pub fn sign(args: &crate::cli::SignArgs) -> anyhow::Result<ExitCode> {
-    use ed25519_dalek::Signer;
     let text = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -219,9 +231,9 @@ pub fn sign(args: &crate::cli::SignArgs) -> anyhow::Result<ExitCode> {
         ledger::UserId::new(&args.user)?,
         ledger::OrgId::new(&args.org)?,
     );
-    let key = crate::api::auth::load_private_key(&args.key)?;
-    let sig = key.sign(&tx.hash().0);
-    body["signature"] = serde_json::json!({"kid": args.kid, "sig": hex::encode(sig.to_bytes())});
+    let key = crate::sig::PrivateKey::load(&args.key)?;
+    let sig = key.sign(&tx.hash().0)?;
+    body["signature"] = serde_json::json!({"kid": args.kid, "sig": hex::encode(sig)});
     println!("{body}");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use super::problem::{codes, ApiError, Problem};
 use super::session::UserView;
 use super::{submit_system, Api};
 use actix_web::{delete, get, patch, post, put, web};
-use domains::membership::{self, Role};
+use domains::membership::{self, Role, SignatureScheme};
 use ledger::OrgId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -269,8 +269,13 @@ pub async fn set_password(
 pub struct NewKey {
     /// Key id, `A-Z a-z 0-9 - _ .`.
     pub kid: String,
-    /// Ed25519 public key, 64 hex digits.
+    /// The public key in hex: Ed25519, 64 hex digits; ML-DSA-65, 3,904.
     pub public_key: String,
+    /// `ed25519` (the default) or `ml-dsa-65`: the consortium's
+    /// `signature_scheme` decides which keys sign.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "ed25519")]
+    pub scheme: Option<SignatureScheme>,
 }
 
 /// Register a public key for a user (the user itself, or an admin).
@@ -301,7 +306,8 @@ pub async fn add_key(
         &api,
         &caller,
         "add_key",
-        serde_json::json!({"user": path.1, "kid": b.kid, "public_key": b.public_key}),
+        serde_json::json!({"user": path.1, "kid": b.kid, "public_key": b.public_key,
+                           "scheme": b.scheme.unwrap_or_default()}),
     )
     .await?;
     Ok(actix_web::HttpResponse::Created().json(view_of(&api, &org, &path.1)?))
@@ -342,9 +348,10 @@ pub async fn remove_key(
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SettingsView {
-    /// Every transaction must carry an Ed25519 signature by a key of its
-    /// submitter.
+    /// Every transaction must carry a signature by a key of its submitter.
     pub require_signatures: bool,
+    /// `ed25519` or `ml-dsa-65`: the algorithm of transaction signatures.
+    pub signature_scheme: String,
     /// The founding organization.
     pub founder: Option<String>,
 }
@@ -366,6 +373,7 @@ pub async fn settings(
     let dir = auth::directory(&api)?;
     Ok(web::Json(SettingsView {
         require_signatures: dir.settings.require_signatures,
+        signature_scheme: dir.settings.signature_scheme.as_str().to_string(),
         founder: dir.founder.as_ref().map(|o| o.to_string()),
     }))
 }

@@ -325,6 +325,13 @@ pub fn create_private_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningK
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| anyhow::anyhow!("encoding a key: {e}"))?;
+    write_secret(path, pem.as_bytes())?;
+    Ok(key)
+}
+
+/// Writes a secret to a new file (refused if it exists), readable by its
+/// owner only, creating its directory if needed.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -337,9 +344,8 @@ pub fn create_private_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningK
     }
     use std::io::Write;
     opts.open(path)
-        .and_then(|mut f| f.write_all(pem.as_bytes()))
-        .with_context(|| format!("writing key {}", path.display()))?;
-    Ok(key)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("writing key {}", path.display()))
 }
 
 fn load_public_pem(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -67,9 +67,21 @@ pub struct NodeSpecDoc {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsDoc {
-    /// Every transaction must carry an Ed25519 signature by a key of its
-    /// submitter.
+    /// Every transaction must carry a signature by a key of its submitter.
     pub require_signatures: bool,
+    /// `ed25519` (the default) or `ml-dsa-65` (FIPS 204, quantum-resistant):
+    /// the algorithm of transaction signatures.
+    #[serde(default = "ed25519", skip_serializing_if = "is_ed25519")]
+    #[schema(example = "ml-dsa-65")]
+    pub signature_scheme: String,
+}
+
+fn ed25519() -> String {
+    "ed25519".into()
+}
+
+fn is_ed25519(s: &str) -> bool {
+    s == "ed25519"
 }
 
 /// What a proposal would do.

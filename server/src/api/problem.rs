@@ -161,6 +161,7 @@ pub mod codes {
     pub const SIGNATURE_REQUIRED: &str = "AUTH:SIGNATURE_REQUIRED";
     pub const UNKNOWN_KEY: &str = "AUTH:UNKNOWN_KEY";
     pub const BAD_SIGNATURE: &str = "AUTH:BAD_SIGNATURE";
+    pub const WRONG_SIGNATURE_SCHEME: &str = "AUTH:WRONG_SIGNATURE_SCHEME";
 }
 
 /// `JsonConfig`'s error handler: malformed JSON is 400, a wrong content type

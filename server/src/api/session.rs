@@ -41,8 +41,10 @@ pub struct UserView {
     #[schema(value_type = Vec<String>, example = json!(["admin", "member"]))]
     pub roles: Vec<Role>,
     pub disabled: bool,
-    /// Registered Ed25519 public keys by key id (hex).
+    /// Registered public keys by key id (hex).
     pub keys: std::collections::BTreeMap<String, String>,
+    /// Each key's scheme (`ed25519` or `ml-dsa-65`) by key id.
+    pub key_schemes: std::collections::BTreeMap<String, String>,
     pub has_password: bool,
 }
 
@@ -57,6 +59,11 @@ impl UserView {
                 .keys
                 .iter()
                 .map(|(k, v)| (k.clone(), v.public_key.clone()))
+                .collect(),
+            key_schemes: u
+                .keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.scheme.as_str().to_string()))
                 .collect(),
             has_password: u.password_hash.is_some(),
         }

@@ -226,9 +226,12 @@ pub fn admit(api: &Api, caller: &Caller, req: SubmitRequest) -> Result<Transacti
     if let Some(s) = req.signature {
         let sig = hex::decode(&s.sig)
             .ok()
-            .filter(|b| b.len() == 64)
+            .filter(|b| b.len() == 64 || b.len() == ML_DSA_65_SIG_BYTES)
             .ok_or_else(|| {
-                ApiError::unprocessable(codes::INVALID_BODY, "sig must be 128 hex digits")
+                ApiError::unprocessable(
+                    codes::INVALID_BODY,
+                    "sig must be an Ed25519 (128 hex digits) or ML-DSA-65 (6,618) signature",
+                )
             })?;
         tx.signature = Some(Box::new(TxSignature { kid: s.kid, sig }));
     }
@@ -240,15 +243,19 @@ pub fn admit(api: &Api, caller: &Caller, req: SubmitRequest) -> Result<Transacti
 /// A signature, when present, must verify under the submitter's key of
 /// that id; when the consortium requires signatures, one must be present.
 pub fn check_signature(api: &Api, caller: &Caller, tx: &Transaction) -> Result<(), ApiError> {
-    let (required, key) = {
+    let (required, scheme, key) = {
         let dir = auth::directory(api)?;
         let key = tx.signature.as_ref().and_then(|s| {
             dir.user(&caller.org, &caller.user)?
                 .keys
                 .get(&s.kid)
-                .map(|k| k.public_key.clone())
+                .map(|k| (k.scheme, k.public_key.clone()))
         });
-        (dir.settings.require_signatures, key)
+        (
+            dir.settings.require_signatures,
+            dir.settings.signature_scheme,
+            key,
+        )
     };
     let Some(s) = &tx.signature else {
         if required {
@@ -260,14 +267,26 @@ pub fn check_signature(api: &Api, caller: &Caller, tx: &Transaction) -> Result<(
         }
         return Ok(());
     };
-    let Some(key) = key else {
+    let Some((key_scheme, key)) = key else {
         return Err(auth::deny(
             caller,
             codes::UNKNOWN_KEY,
             format!("{}/{} has no key {:?}", caller.org, caller.user, s.kid),
         ));
     };
-    if verify_signature(&key, &tx.hash().0, &s.sig) {
+    if key_scheme != scheme {
+        return Err(auth::deny(
+            caller,
+            codes::WRONG_SIGNATURE_SCHEME,
+            format!(
+                "key {:?} is {}, but the consortium signs with {}",
+                s.kid,
+                key_scheme.as_str(),
+                scheme.as_str()
+            ),
+        ));
+    }
+    if crate::sig::verify(scheme, &key, &tx.hash().0, &s.sig) {
         Ok(())
     } else {
         Err(auth::deny(
@@ -278,21 +297,8 @@ pub fn check_signature(api: &Api, caller: &Caller, tx: &Transaction) -> Result<(
     }
 }
 
-/// Ed25519 (strict) verification of `sig` over `message` by a hex key.
-pub fn verify_signature(public_key_hex: &str, message: &[u8], sig: &[u8]) -> bool {
-    let Some(pk) = hex::decode(public_key_hex)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-    else {
-        return false;
-    };
-    let Ok(sig) = <[u8; 64]>::try_from(sig) else {
-        return false;
-    };
-    ed25519_dalek::VerifyingKey::from_bytes(&pk)
-        .and_then(|vk| vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)))
-        .is_ok()
-}
+/// Bytes of an ML-DSA-65 signature (FIPS 204).
+const ML_DSA_65_SIG_BYTES: usize = 3309;
 
 /// The chaincode's `prepare` on the node that received the request: what
 /// it refuses would only become a rejected transaction, so it is refused
