@@ -47,6 +47,9 @@ pub const CLIENTS: usize = 6;
 /// A client's pause between two transactions (keeps the number of ids the
 /// final check reads back modest).
 pub const CLIENT_PACE: Duration = Duration::from_millis(5);
+/// Every this many transfers, a client also reads the account they debit,
+/// linearizably (`common::history` checks what it saw).
+pub const READ_EVERY: u64 = 3;
 /// Every this many transactions a client asks for more than the account
 /// holds, so that rejections are checked as well as commits.
 pub const REJECT_EVERY: u64 = 20;
@@ -513,6 +516,8 @@ pub struct Ack {
 pub struct Load {
     pub stop: Arc<AtomicBool>,
     pub acks: Arc<Mutex<Vec<Ack>>>,
+    /// Linearizable reads of the account every transfer debits.
+    pub reads: Arc<Mutex<Vec<super::history::Read>>>,
     /// Why attempts failed (`503 NODE:NO_LEADER`, `no answer`, …), counted.
     pub retries: Arc<Mutex<BTreeMap<String, u64>>>,
     pub threads: Vec<JoinHandle<Vec<String>>>,
@@ -522,19 +527,21 @@ impl Load {
     pub fn start(ports: Vec<u16>, token: String) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
+        let reads = Arc::new(Mutex::new(Vec::new()));
         let retries = Arc::new(Mutex::new(BTreeMap::new()));
         let threads = (0..CLIENTS)
             .map(|client| {
                 let (stop, acks, retries) = (stop.clone(), acks.clone(), retries.clone());
-                let (ports, token) = (ports.clone(), token.clone());
+                let (ports, token, reads) = (ports.clone(), token.clone(), reads.clone());
                 std::thread::spawn(move || {
-                    client_loop(client, &ports, &token, &stop, &acks, &retries)
+                    client_loop(client, &ports, &token, &stop, &acks, &retries, &reads)
                 })
             })
             .collect();
         Load {
             stop,
             acks,
+            reads,
             retries,
             threads,
         }
@@ -618,6 +625,7 @@ pub fn client_loop(
     stop: &AtomicBool,
     acks: &Mutex<Vec<Ack>>,
     retries: &Mutex<BTreeMap<String, u64>>,
+    reads: &Mutex<Vec<super::history::Read>>,
 ) -> Vec<String> {
     let mut unanswered = Vec::new();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (client as u64 + 1) << 17);
@@ -719,6 +727,34 @@ pub fn client_loop(
             index: v["index"].as_u64().unwrap_or_default(),
             block_hash: v["block_hash"].as_str().unwrap_or_default().to_string(),
         });
+        if seq.is_multiple_of(READ_EVERY) {
+            // A linearizable read of the register every transfer writes,
+            // on a node drawn at random; no answer in time is no read.
+            let node = rng.below(ports.len());
+            let sent = Instant::now();
+            if let Some(v) = get(
+                ports[node],
+                &format!(
+                    "/v1/state/{ORG}/finance/value?key=acct/operating&consistency=linearizable"
+                ),
+                Some(token),
+                CLIENT_TIMEOUT,
+            )
+            .filter(|r| r.status == 200)
+            .map(|r| r.json())
+            {
+                reads.lock().unwrap().push(super::history::Read {
+                    client,
+                    node,
+                    sent,
+                    returned: Instant::now(),
+                    version: (
+                        v["version_height"].as_u64().unwrap(),
+                        v["version_index"].as_u64().unwrap(),
+                    ),
+                });
+            }
+        }
         std::thread::sleep(CLIENT_PACE);
     }
     // Both copies of a transaction answer with the one result.
@@ -787,7 +823,23 @@ pub fn sign_in(port: u16, user: &str) -> String {
 /// answer) or could not order for now (503 `NODE:*`), never a client
 /// error.
 pub fn stop_load(c: &Cluster, load: Load) -> Vec<Ack> {
+    let reads = load.reads.clone();
     let (acks, unanswered, retries) = load.stop();
+    let reads = std::mem::take(&mut *reads.lock().unwrap());
+    let writes: Vec<super::history::Write> = acks
+        .iter()
+        .filter(|a| a.status == "committed")
+        .map(|a| super::history::Write {
+            id: a.id.clone(),
+            sent: a.sent,
+            acked: a.acked,
+            position: (a.height, a.index),
+        })
+        .collect();
+    match super::history::check(&writes, &reads, c.started) {
+        Ok(what) => c.note(what),
+        Err(anomaly) => panic!("not linearizable: {anomaly}"),
+    }
     c.note(format!(
         "load stopped: {} transactions acknowledged; retries {retries:?}",
         acks.len()

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod history;
 
 use serde_json::Value;
 use std::io::{Read, Write};
