@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// Requests a user may burst above the rate.
     #[arg(long, default_value_t = 2000.0)]
     pub rate_burst: f64,
+    /// Requests the API serves at once, event streams included: above it,
+    /// 503 `API:BUSY` with Retry-After, so that a flood of slow or open
+    /// requests cannot take every connection of the node.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests_in_flight_max: u64,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -683,7 +688,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         directory,
         auth,
         args.registry(),
-        api::ApiLimits::default(),
+        api::ApiLimits {
+            in_flight_max: args.requests_in_flight_max as usize,
+            ..api::ApiLimits::default()
+        },
         events,
         args.data_dir.clone(),
         metrics,

@@ -82,3 +82,33 @@ fn oversized_headers_and_deep_json_are_4xx() {
         .problem(400, "API:MALFORMED_JSON");
     s.get("/v1/auth/me", &alice).ok();
 }
+
+/// Requests served at once are capped (`--requests-in-flight-max`): event
+/// streams hold their slot while open, the request past the cap gets 503
+/// `API:BUSY` with Retry-After, and slots come back when streams close (a
+/// stream's end is noticed at its next event or keepalive: the node's own
+/// demo load makes events here).
+#[test]
+fn requests_past_the_in_flight_cap_are_503_until_slots_free() {
+    let s = Server::start(&["--requests-in-flight-max", "3", "--demo-load", "20"]);
+    let alice = s.token("alice@acme-bank");
+    let streams: Vec<_> = (0..3)
+        .map(|_| {
+            let e = s.events("/v1/events", &alice, None);
+            assert_eq!(e.status, 200);
+            e
+        })
+        .collect();
+    let r = s.get("/v1/auth/me", &alice);
+    r.problem(503, "API:BUSY");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    drop(streams);
+    let t = Instant::now();
+    while s.get("/v1/auth/me", &alice).status != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "slots never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

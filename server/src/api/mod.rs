@@ -55,6 +55,9 @@ pub struct ApiLimits {
     /// it, 431 `API:HEADERS_TOO_LARGE`. (actix itself closes a connection
     /// whose head passes 128 KiB, or that has more than 96 headers.)
     pub head_bytes_max: usize,
+    /// Requests served at once (event streams included): above it, 503
+    /// `API:BUSY`.
+    pub in_flight_max: usize,
 }
 
 impl Default for ApiLimits {
@@ -63,6 +66,7 @@ impl Default for ApiLimits {
             body_bytes_max: 16 * 1024 * 1024,
             batch_len_max: 10_000,
             head_bytes_max: 16 * 1024,
+            in_flight_max: 4096,
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Api {
     stopping: tokio::sync::watch::Sender<bool>,
     /// The Raft cluster this node belongs to (`None`: the embedded node).
     pub cluster: Option<crate::cluster::runtime::Cluster>,
+    /// Requests being served now (see [`ApiLimits::in_flight_max`]).
+    pub in_flight: std::sync::atomic::AtomicUsize,
     /// Refuses writes while the data directory's disk is nearly full.
     pub disk: Option<Arc<crate::disk::DiskGuard>>,
 }
@@ -123,6 +129,7 @@ impl Api {
             metrics,
             stopping: tokio::sync::watch::channel(false).0,
             cluster: None,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             disk: None,
         }
     }
@@ -471,8 +478,9 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
 
-/// Refuses a request whose target and headers pass
-/// [`ApiLimits::head_bytes_max`], before anything reads them.
+/// Refuses a request beyond [`ApiLimits::in_flight_max`] requests at once,
+/// or whose target and headers pass [`ApiLimits::head_bytes_max`], before
+/// anything reads it.
 async fn limit_head(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
@@ -482,6 +490,30 @@ async fn limit_head(
         .map_or(ApiLimits::default().head_bytes_max, |a| {
             a.limits.head_bytes_max
         });
+    let Some(api) = req.app_data::<web::Data<Api>>().cloned() else {
+        return next
+            .call(req)
+            .await
+            .map(actix_web::dev::ServiceResponse::map_into_boxed_body);
+    };
+    // Counted until the response (its body included) is dropped.
+    let slot = InFlight::take(api.clone());
+    if slot.0.is_none() {
+        let mut e = ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            problem::codes::BUSY,
+            format!(
+                "the node is serving {} requests at once, its limit: retry shortly",
+                api.limits.in_flight_max
+            ),
+        );
+        e.retry_after = Some(1);
+        let (http, _) = req.into_parts();
+        return Ok(actix_web::dev::ServiceResponse::new(
+            http,
+            actix_web::ResponseError::error_response(&e),
+        ));
+    }
     let bytes = req.uri().to_string().len()
         + req
             .headers()
@@ -500,9 +532,61 @@ async fn limit_head(
             actix_web::ResponseError::error_response(&e),
         ));
     }
-    next.call(req)
-        .await
-        .map(actix_web::dev::ServiceResponse::map_into_boxed_body)
+    let res = next.call(req).await?;
+    Ok(res.map_body(|_, body| {
+        actix_web::body::BoxBody::new(Counted {
+            body: actix_web::body::BoxBody::new(body),
+            _slot: slot,
+        })
+    }))
+}
+
+/// One of the [`ApiLimits::in_flight_max`] slots, given back when dropped
+/// (`None`: none was free).
+struct InFlight(Option<web::Data<Api>>);
+
+impl InFlight {
+    fn take(api: web::Data<Api>) -> InFlight {
+        use std::sync::atomic::Ordering;
+        let before = api.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= api.limits.in_flight_max {
+            api.in_flight.fetch_sub(1, Ordering::AcqRel);
+            InFlight(None)
+        } else {
+            InFlight(Some(api))
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(api) = &self.0 {
+            api.in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+/// A response body that holds its request's slot until it is dropped (an
+/// event stream holds it for as long as it runs).
+struct Counted {
+    body: actix_web::body::BoxBody,
+    _slot: InFlight,
+}
+
+impl actix_web::body::MessageBody for Counted {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
+    }
 }
 
 /// Certificate chain and private key files (PEM) for HTTPS.

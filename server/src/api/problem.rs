@@ -145,6 +145,7 @@ pub mod codes {
     pub const RATE_LIMITED: &str = "API:RATE_LIMITED";
     pub const UNAVAILABLE: &str = "API:UNAVAILABLE";
     pub const DISK_FULL: &str = "NODE:DISK_FULL";
+    pub const BUSY: &str = "API:BUSY";
     pub const INTERNAL: &str = "API:INTERNAL";
     pub const TX_NOT_FOUND: &str = "API:TX_NOT_FOUND";
     pub const BLOCK_NOT_FOUND: &str = "API:BLOCK_NOT_FOUND";
