@@ -23,6 +23,7 @@ pub mod entry;
 pub mod groups;
 pub mod log;
 pub mod replica;
+pub mod wire;
 
 pub use catchup::{BlockCopy, BlockRequest, ConfContext, SnapshotPoint};
 pub use entry::Proposal;

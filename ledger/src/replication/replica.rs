@@ -173,8 +173,10 @@ pub fn encode_message_into(message: &Message, out: &mut Vec<u8>) -> Result<(), L
         .map_err(|e| LedgerError::Raft(e.to_string()))
 }
 
-/// Decodes a Raft message from the wire; garbage is an error, never a panic.
+/// Decodes a Raft message from the wire; garbage is an error, never a panic
+/// (and never a stack overflow: see [`super::wire`]).
 pub fn decode_message(bytes: &[u8]) -> Result<Message, LedgerError> {
+    super::wire::check(bytes, super::wire::Kind::Message).map_err(LedgerError::Raft)?;
     Message::parse_from_bytes(bytes).map_err(|e| LedgerError::Raft(e.to_string()))
 }
 
@@ -730,6 +732,8 @@ impl Replica {
                         ));
                     }
                     let cc = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        super::wire::check(&entry.data, super::wire::Kind::ConfChange)
+                            .map_err(corrupt)?;
                         let v1 = ConfChange::parse_from_bytes(&entry.data)
                             .map_err(|e| corrupt(e.to_string()))?;
                         let mut single = ConfChangeSingle::default();
@@ -740,6 +744,8 @@ impl Replica {
                         v2.context = v1.context;
                         v2
                     } else {
+                        super::wire::check(&entry.data, super::wire::Kind::ConfChangeV2)
+                            .map_err(corrupt)?;
                         ConfChangeV2::parse_from_bytes(&entry.data)
                             .map_err(|e| corrupt(e.to_string()))?
                     };
