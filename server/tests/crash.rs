@@ -15,7 +15,6 @@ use common::{free_port, serve_on, Proc};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -165,15 +164,5 @@ fn an_embedded_node_killed_under_load_loses_no_acknowledged_transfer() {
         chain.values().filter(|e| e.0 == "committed").count()
     );
     node.stop();
-    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
-        .args(["verify", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_verifies(&dir.path().join("data"));
 }

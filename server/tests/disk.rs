@@ -138,14 +138,5 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
         "{logged}"
     );
     node.stop();
-    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
-        .args(["verify", "--data-dir"])
-        .arg(mnt.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_verifies(&mnt.join("data"));
 }

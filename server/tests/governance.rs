@@ -263,16 +263,7 @@ fn a_consortium_governs_itself_by_vote() {
     assert!(all["next_after"].is_string());
 
     s.stop();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parledger"))
-        .args(["verify", "--data-dir"])
-        .arg(s.path("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_verifies(&s.path("data"));
 }
 
 fn propose_refused(s: &Server, token: &str, kind: &Value, status: u16, code: &str) {

@@ -631,3 +631,19 @@ pub fn serve_on(data: &std::path::Path, port: u16, extra: &[&str], log: &std::pa
     }
     node
 }
+
+/// `parledger verify` passes on the data directory `data` (the node
+/// stopped).
+pub fn assert_verifies(data: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_parledger"))
+        .args(["verify", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
