@@ -180,6 +180,13 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, LedgerError> {
     Message::parse_from_bytes(bytes).map_err(|e| LedgerError::Raft(e.to_string()))
 }
 
+/// Whether `message` asks for a leadership transfer: raft-rs names the
+/// transferee as its sender, so a follower that forwards one to the leader
+/// sends a message whose `from` is another node.
+pub fn is_leadership_transfer(message: &Message) -> bool {
+    message.get_msg_type() == MessageType::MsgTransferLeader
+}
+
 /// The peers a batch of messages sends a snapshot to.
 fn snapshot_targets(messages: &[Message]) -> Vec<u64> {
     messages

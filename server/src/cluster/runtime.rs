@@ -1216,7 +1216,15 @@ impl RaftLoop {
         };
         match kind {
             KIND_RAFT => match decode_message(body) {
-                Ok(msg) if msg.from == m.from => {
+                // raft-rs names the transferee as the sender of a leadership
+                // transfer, and a follower asked for one forwards it to the
+                // leader as it is: the one message whose `from` is not its
+                // sender. It only ever moves leadership to a voter.
+                Ok(msg)
+                    if msg.from == m.from
+                        || (ledger::replication::replica::is_leadership_transfer(&msg)
+                            && self.replica.voters().contains(&msg.from)) =>
+                {
                     self.heard.insert(m.from, Instant::now());
                     if let Err(e) = self.replica.step(msg) {
                         tracing::debug!(peer = m.from, error = %e, "raft message dropped");
