@@ -214,6 +214,13 @@ describe("the new proposal form", () => {
       title: "Require signed transactions",
       kind: { type: "set_settings", settings: { require_signatures: true } },
     });
+    expect(
+      buildProposal(form({ type: "set_settings", requireSignatures: true, signatureScheme: "ml-dsa-65" }), ctx)
+        .request,
+    ).toEqual({
+      title: "Require signed transactions (ML-DSA-65)",
+      kind: { type: "set_settings", settings: { require_signatures: true, signature_scheme: "ml-dsa-65" } },
+    });
     expect(buildProposal(form({ type: "activate_chaincode", version: "2" }), ctx).request?.kind).toEqual({
       type: "activate_chaincode",
       version: 2,

@@ -91,8 +91,12 @@ export function kindSummary(k: KindView | KindRequest): string {
       return `Add node ${k.node_id} at ${k.address}, run by ${k.org}`;
     case "remove_node":
       return `Remove node ${k.node_id}`;
-    case "set_settings":
-      return k.settings.require_signatures ? "Require signed transactions" : "Stop requiring signed transactions";
+    case "set_settings": {
+      const scheme = k.settings.signature_scheme === "ml-dsa-65" ? " (ML-DSA-65)" : "";
+      return k.settings.require_signatures
+        ? `Require signed transactions${scheme}`
+        : `Stop requiring signed transactions${scheme}`;
+    }
     case "activate_chaincode":
       return `Activate chaincode v${k.version} at block ${k.height}`;
     case "amend_constitution":
@@ -166,6 +170,8 @@ export interface ProposalForm {
   address: string;
   /** set_settings */
   requireSignatures: boolean;
+  /** set_settings: "ed25519" or "ml-dsa-65" */
+  signatureScheme: string;
   /** activate_chaincode */
   version: string;
   height: string;
@@ -246,6 +252,7 @@ export function emptyForm(c?: Constitution | null, height = 0): ProposalForm {
     nodeId: "",
     address: "",
     requireSignatures: false,
+    signatureScheme: "ed25519",
     version: "",
     height: height ? String(height + 20) : "",
     rules: c ? { ...c.rules } : {
@@ -306,7 +313,13 @@ export function buildKind(f: ProposalForm, ctx: ProposalContext): { kind: KindRe
       break;
     }
     case "set_settings":
-      kind = { type: "set_settings", settings: { require_signatures: f.requireSignatures } };
+      kind = {
+        type: "set_settings",
+        settings:
+          f.signatureScheme === "ed25519"
+            ? { require_signatures: f.requireSignatures }
+            : { require_signatures: f.requireSignatures, signature_scheme: f.signatureScheme },
+      };
       break;
     case "activate_chaincode": {
       const version = whole(f.version, 2, 4_294_967_295);
