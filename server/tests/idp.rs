@@ -8,24 +8,11 @@
 mod common;
 
 use base64::Engine as _;
-use common::Server;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use common::{eddsa_token as token, Server};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const ISSUER: &str = "https://idp.example.test";
-
-fn token(key: &ed25519_dalek::SigningKey, kid: &str, claims: &Value) -> String {
-    let der = key.to_pkcs8_der().unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
-    )
-    .unwrap()
-}
 
 #[test]
 fn identity_provider_tokens_sign_in_members_only() {
@@ -116,7 +103,6 @@ fn identity_provider_tokens_sign_in_members_only() {
 #[test]
 fn keys_in_the_trust_directory_are_trusted_while_they_are_there() {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
-    use sha2::Digest;
     let keys = tempfile::tempdir().unwrap();
     let trust = keys.path().join("trusted");
     std::fs::create_dir(&trust).unwrap();
@@ -133,7 +119,7 @@ fn keys_in_the_trust_directory_are_trusted_while_they_are_there() {
     ]);
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&next).unwrap())
         .unwrap();
-    let kid = hex::encode(&sha2::Sha256::digest(key.verifying_key().to_bytes())[..8]);
+    let kid = common::kid_of(&key.verifying_key().to_bytes());
     let s = Server::start(&[
         "--jwt-trust-dir",
         trust.to_str().unwrap(),

@@ -9,26 +9,14 @@
 mod common;
 
 use base64::Engine as _;
-use common::Server;
+use common::{eddsa_token as eddsa, Server};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde_json::{json, Value};
-use sha2::Digest;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn eddsa(key: &ed25519_dalek::SigningKey, kid: &str, claims: &Value) -> String {
-    let der = key.to_pkcs8_der().unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
-    )
-    .unwrap()
 }
 
 fn hs256(secret: &[u8], kid: &str, claims: &Value) -> String {
@@ -51,7 +39,7 @@ fn every_kind_of_bad_token_is_refused_with_401_and_a_code() {
         ed25519_dalek::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_file).unwrap())
             .unwrap();
     let public = key.verifying_key().to_bytes();
-    let kid = hex::encode(&sha2::Sha256::digest(public)[..8]);
+    let kid = common::kid_of(&public);
     let s = Server::start(&["--jwt-key", key_file.to_str().unwrap()]);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

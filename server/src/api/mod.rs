@@ -474,14 +474,14 @@ pub fn app(
         .configure(ui::routes)
         .default_service(web::to(fallback))
         .wrap(actix_web::middleware::from_fn(cluster::consistency))
-        .wrap(actix_web::middleware::from_fn(limit_head))
+        .wrap(actix_web::middleware::from_fn(limit_request))
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
 
 /// Refuses a request beyond [`ApiLimits::in_flight_max`] requests at once,
 /// or whose target and headers pass [`ApiLimits::head_bytes_max`], before
 /// anything reads it.
-async fn limit_head(
+async fn limit_request(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {

@@ -647,3 +647,25 @@ pub fn assert_verifies(data: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A JWT signed with an Ed25519 key under `kid` (tests that play an
+/// identity provider, another node or an attacker).
+pub fn eddsa_token(key: &ed25519_dalek::SigningKey, kid: &str, claims: &Value) -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let der = key.to_pkcs8_der().unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The `kid` a node gives an Ed25519 public key (the first 8 bytes of its
+/// SHA-256, in hex).
+pub fn kid_of(public: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(public)[..8])
+}
