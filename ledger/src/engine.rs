@@ -21,6 +21,7 @@ use crate::replication::BlockCopy;
 use crate::state::{BlockChanges, ChangePositions, State};
 use crate::versions::{self, ChaincodeVersion, VersionSchedule};
 
+use crate::probe::{EngineStage, Probes};
 use crate::storage::{
     AuditEntry, AuditQuery, ChainStore, KeyVersion, NewBlock, RootRow, StateBlock, StateStore, Sync,
 };
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub state_commit_interval: std::time::Duration,
     /// Blocks executed but not yet durable before `apply` waits.
     pub chain_queue_len_max: usize,
+    /// Per-stage timings for the node's metrics (off by default).
+    pub probes: Probes,
 }
 
 impl EngineConfig {
@@ -64,6 +67,7 @@ impl EngineConfig {
             state_queue_len_max: 16,
             state_commit_interval: std::time::Duration::from_millis(5),
             chain_queue_len_max: 4,
+            probes: Probes::default(),
         }
     }
 }
@@ -322,6 +326,7 @@ pub struct Engine {
     /// Makes blocks durable, then hands them to the state writer.
     chain_writer: Stage<ChainJob>,
     state_progress: Arc<Progress>,
+    probes: Probes,
     /// Set when a write failed after the in-memory state moved on: the engine
     /// then refuses all work until it is reopened from disk.
     failed: Option<String>,
@@ -412,6 +417,7 @@ impl Engine {
             .map(|(h, hash, _)| (h.height, hash))
             .collect();
         let reader = StateStore::open(&config.data_dir, config.state_sync)?;
+        let probes = config.probes.clone();
         let state_writer = Stage::spawn(
             "state-writer",
             config.state_queue_len_max,
@@ -441,12 +447,15 @@ impl Engine {
                         roots: &j.roots,
                     })
                     .collect();
+                let started = probes.start();
                 store.commit(&blocks)?;
+                probes.since(EngineStage::StateCommit, started);
                 Ok(blocks.last().map_or(0, |b| b.height))
             },
         )?;
         let state_progress = state_writer.progress.clone();
         let mut writer_chain = ChainStore::open(&config.data_dir, config.chain_sync)?;
+        let probes = config.probes.clone();
         let chain_writer = Stage::spawn(
             "chain-writer",
             config.chain_queue_len_max,
@@ -465,7 +474,12 @@ impl Engine {
                         digests: &j.digests,
                     })
                     .collect();
-                writer_chain.append(&blocks)?;
+                let started = probes.start();
+                let mut inserted = started;
+                writer_chain.append(&blocks, || {
+                    inserted = probes.since(EngineStage::ChainInsert, started);
+                })?;
+                probes.since(EngineStage::ChainCommit, inserted);
                 let height = blocks.last().map_or(0, |b| b.header.height);
                 drop(blocks);
                 // Only durable blocks may reach the state database.
@@ -490,6 +504,7 @@ impl Engine {
             reader,
             chain_writer,
             state_progress,
+            probes: config.probes.clone(),
             failed: None,
             _lock: lock,
         })
@@ -634,6 +649,7 @@ impl Engine {
             timestamp,
             chaincode_version,
         };
+        let started = self.probes.start();
         let executed = self.executor.execute_parallel(
             &self.pool,
             &self.state,
@@ -691,6 +707,7 @@ impl Engine {
             self.recent.pop_front();
         }
         self.recent.push_back((height, hash));
+        let queued = self.probes.since(EngineStage::Execute, started);
         let job = ChainJob {
             block: block.clone(),
             partitions: executed.partitions,
@@ -702,6 +719,7 @@ impl Engine {
             self.failed = Some(e.to_string());
             return Err(e);
         }
+        self.probes.since(EngineStage::ChainQueue, queued);
         Ok(block)
     }
 

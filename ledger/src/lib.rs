@@ -15,6 +15,7 @@ pub mod executor;
 pub mod hash;
 pub mod merkle;
 pub mod model;
+pub mod probe;
 pub mod replication;
 pub mod state;
 pub mod storage;

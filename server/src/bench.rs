@@ -35,12 +35,25 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             WorkloadKind::Finance => "finance",
             WorkloadKind::SupplyChain => "supply_chain",
             WorkloadKind::Healthcare => "healthcare",
             WorkloadKind::Mixed => "mixed",
+        }
+    }
+
+    /// The domain of the next transaction: `Mixed` draws one of the three
+    /// with equal odds.
+    pub(crate) fn draw(self, rng: &mut ChaCha8Rng) -> WorkloadKind {
+        match self {
+            WorkloadKind::Mixed => [
+                WorkloadKind::Finance,
+                WorkloadKind::SupplyChain,
+                WorkloadKind::Healthcare,
+            ][rng.random_range(0..3)],
+            k => k,
         }
     }
 }
@@ -62,7 +75,7 @@ impl ScheduleArg {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ScheduleArg::Auto => "auto",
             ScheduleArg::Pipeline => "pipeline",
@@ -199,15 +212,7 @@ fn generate(a: &ExecArgs) -> anyhow::Result<Workload> {
     let cross = u32::from(a.cross_partition_pct);
     let mut txs = Vec::with_capacity(a.txs);
     for n in 0..a.txs {
-        let kind = match a.workload {
-            WorkloadKind::Mixed => [
-                WorkloadKind::Finance,
-                WorkloadKind::SupplyChain,
-                WorkloadKind::Healthcare,
-            ][rng.random_range(0..3)],
-            k => k,
-        };
-        txs.push(match kind {
+        txs.push(match a.workload.draw(&mut rng) {
             WorkloadKind::SupplyChain => {
                 domains::supply_chain::workload::next(a.seed, n, &orgs, a.accounts, cross)
             }

@@ -263,10 +263,12 @@ pub enum BenchCommand {
     /// Execute a generated finance workload sequentially and in parallel,
     /// check both give the same state root, and print one JSON object.
     Exec(bench::ExecArgs),
-    /// Committed transfers per second and batch latency through the REST
-    /// API (batches of transfers to /v1/transactions/batch); starts its own
-    /// node unless --addr is given. Prints one JSON object.
-    Http(crate::bench_http::HttpArgs),
+    /// Drive nodes over HTTP with a domain workload (closed or open loop,
+    /// single transactions or batches, optionally signed), verify a sample
+    /// of receipts, and print one JSON object with committed transactions
+    /// per second and latency percentiles. Starts its own node (or
+    /// cluster) unless --url is given.
+    Load(crate::bench_load::LoadArgs),
     /// Puts per second and put latency of an etcd cluster (through its
     /// JSON gateway, `/v3/kv/put`), closed loop: each client keeps one put
     /// outstanding. For comparing Parledger with etcd on one machine
@@ -301,8 +303,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Etcd(args)) => {
             crate::bench_http::etcd(&args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Http(args)) => {
-            crate::bench_http::http(args).map(|()| ExitCode::SUCCESS)
+        Command::Bench(BenchCommand::Load(args)) => {
+            crate::bench_load::load(args).map(|()| ExitCode::SUCCESS)
         }
         Command::Keygen(args) => tools::keygen(&args.out, args.public_out.as_deref(), &args.scheme),
         Command::Sign(args) => tools::sign(&args),

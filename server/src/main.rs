@@ -8,6 +8,7 @@ mod api;
 mod backup;
 mod bench;
 mod bench_http;
+mod bench_load;
 mod cli;
 // Wired in by the Raft runtime (issue 6); until then only `parledger cluster
 // certs` and the module's own tests use it.

@@ -385,6 +385,29 @@ pub type Query = Box<dyn FnOnce(&mut Engine) + Send>;
 pub(crate) struct Submission {
     pub tx: Transaction,
     pub reply: Option<Reply>,
+    /// When it was queued for ordering (for the `queue` stage's timing).
+    pub queued: Instant,
+}
+
+/// Records how long one stage of the write path took, as
+/// `parledger_stage_seconds{stage}` (the engine's own stages arrive
+/// through [`MetricsProbe`]).
+pub(crate) fn stage(name: &'static str, took: Duration) {
+    metrics::histogram!("parledger_stage_seconds", "stage" => name).record(took.as_secs_f64());
+}
+
+/// The engine's stage timings into the node's metrics, on a monotonic
+/// clock started with the node.
+pub(crate) struct MetricsProbe(Instant);
+
+impl ledger::probe::Probe for MetricsProbe {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn record(&self, s: ledger::probe::EngineStage, ns: u64) {
+        stage(s.as_str(), Duration::from_nanos(ns));
+    }
 }
 
 pub(crate) enum Work {
@@ -432,7 +455,11 @@ impl Submitter {
     /// Queues a transaction; blocks while the queue is full (back-pressure).
     pub fn submit(&self, tx: Transaction, reply: Option<Reply>) -> anyhow::Result<()> {
         self.sender
-            .send(Work::Tx(Submission { tx, reply }))
+            .send(Work::Tx(Submission {
+                tx,
+                reply,
+                queued: Instant::now(),
+            }))
             .map_err(|_| anyhow::anyhow!("the node has stopped"))
     }
 
@@ -541,6 +568,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api::ApiCert::load(t)?;
     }
     let mut config = EngineConfig::new(&args.data_dir);
+    config.probes = ledger::probe::Probes(Some(Arc::new(MetricsProbe(Instant::now()))));
     config.limits = Limits {
         batch_len_max: args.batch_len_max,
         ..Limits::DEFAULT
@@ -914,6 +942,9 @@ fn order(
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
+        // The oldest submission waited this long to be ordered (queue and
+        // batch window).
+        stage("queue", pending[0].queued.elapsed());
         // A retry of an applied id is answered with the original result and
         // never ordered again.
         let (retries, fresh): (Vec<_>, Vec<_>) =
@@ -1013,6 +1044,7 @@ pub(crate) fn respond(
 ) {
     while let Ok((block, replies)) = blocks.recv() {
         let height = block.header.height;
+        let waited = Instant::now();
         if let Err(e) = durable.wait_for(height) {
             for (_, reply) in replies {
                 let _ = reply.send(Err(NodeError::Failed(e.to_string())));
@@ -1022,6 +1054,8 @@ pub(crate) fn respond(
             }
             return;
         }
+        let answering = Instant::now();
+        stage("durable_wait", answering - waited);
         for o in observers {
             o.durable(&block);
         }
@@ -1037,6 +1071,7 @@ pub(crate) fn respond(
                 proof: Proof::Block(block.clone()),
             }));
         }
+        stage("notify", answering.elapsed());
         let committed = block
             .outcomes
             .iter()

@@ -446,3 +446,104 @@ fn serve_reads_a_configuration_file_the_environment_overrides() {
     let err = text(&out.stderr);
     assert!(err.contains("did you mean `batch_len_max`"), "{err}");
 }
+
+/// Runs `parledger bench load` against the node it starts, and returns its
+/// report.
+fn bench_load(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench",
+        "load",
+        "--accounts",
+        "80",
+        "--clients",
+        "4",
+        "--duration",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    let out = parledger(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_load_signs_every_domain_and_verifies_receipts() {
+    // Mixed workload, signed, batches of 25 from the four demo members:
+    // all 400 generated transactions commit, and the sampled receipts
+    // verify offline against the arguments sent and the signing keys.
+    let r = bench_load(&[
+        "--workload",
+        "mixed",
+        "--sign",
+        "--batch-size",
+        "25",
+        "--txs",
+        "400",
+        "--verify-sample",
+        "40",
+        "--cross-org-pct",
+        "30",
+    ]);
+    assert_eq!(r["committed"], 400, "{r}");
+    assert_eq!(r["rejected"], 0, "{r}");
+    assert_eq!(r["failed_requests"], 0, "{r}");
+    assert_eq!(r["signed"], true, "{r}");
+    assert_eq!(r["receipts_verified"], 40, "{r}");
+    assert_eq!(r["receipt_failures"], serde_json::json!([]), "{r}");
+    assert_eq!(r["requests"], 16, "{r}");
+    for stage in ["ingest", "queue", "execute", "chain_commit", "state_commit"] {
+        assert!(
+            r["stages"][stage]["count"].as_f64().unwrap() > 0.0,
+            "{stage}: {r}"
+        );
+    }
+    let l = &r["latency_ms"];
+    assert!(
+        l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap(),
+        "{r}"
+    );
+}
+
+#[test]
+fn bench_load_single_transactions_open_loop_and_a_restart() {
+    let r = bench_load(&[
+        "--batch-size",
+        "1",
+        "--txs",
+        "60",
+        "--rate",
+        "200",
+        "--hot-pct",
+        "90",
+        "--verify-sample",
+        "10",
+        "--restart",
+    ]);
+    assert_eq!(r["committed"], 60, "{r}");
+    assert_eq!(r["loop"], "open", "{r}");
+    assert_eq!(r["receipts_verified"], 10, "{r}");
+    assert!(r["restart_to_ready_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(
+        r["node_memory"][0]["rss_mib"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(r["disk_bytes_per_tx"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[test]
+fn bench_load_refuses_bad_options_before_starting_anything() {
+    let out = parledger(&["bench", "load", "--batch-size", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--batch-size"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = parledger(&["bench", "load", "--url", "https://127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("plain HTTP"),
+        "{}",
+        text(&out.stderr)
+    );
+}

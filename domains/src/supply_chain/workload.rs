@@ -1,7 +1,7 @@
 //! A deterministic supply chain workload for `parledger bench exec`.
 //!
 //! [`genesis`] gives every organization one product (a 2-8 °C vaccine) and
-//! registers `n` lots round-robin over the organizations; every odd lot is
+//! registers `n` lots, in pairs, round-robin over the organizations; every odd lot is
 //! then shipped to the next organization, which accepts it, so half the lots
 //! are held away from their manufacturer.
 //!
@@ -40,9 +40,12 @@ pub fn lot_number(k: usize) -> String {
     format!("L{k}")
 }
 
-/// Index of the organization that manufactured lot `k`.
+/// Index of the organization that manufactured lot `k`: pairs of lots
+/// (one that stays, one that moves) go round the organizations, so every
+/// organization makes both kinds and holds lots of both (with `k % orgs`
+/// and an even number of organizations, half of them would act on nothing).
 fn maker(k: usize, orgs: usize) -> usize {
-    k % orgs.max(1)
+    (k / 2) % orgs.max(1)
 }
 
 /// Index of the organization holding lot `k` after genesis.

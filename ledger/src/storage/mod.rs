@@ -421,11 +421,17 @@ impl ChainStore {
 
     /// Appends blocks, in order, in one SQLite transaction: one commit (and
     /// one fsync) for all of them when the writer has fallen behind.
-    pub fn append(&mut self, blocks: &[NewBlock<'_>]) -> Result<(), LedgerError> {
+    /// `inserted` is called once the rows are in, before the commit.
+    pub fn append(
+        &mut self,
+        blocks: &[NewBlock<'_>],
+        inserted: impl FnOnce(),
+    ) -> Result<(), LedgerError> {
         self.conn.immediate_transaction(|conn| {
             for b in blocks {
                 insert_block(conn, b)?;
             }
+            inserted();
             Ok(())
         })
     }

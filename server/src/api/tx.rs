@@ -382,7 +382,9 @@ pub async fn submit(
     params: web::Query<WaitParams>,
     body: web::Json<SubmitRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
     let tx = admit(&api, &caller, body.into_inner())?;
+    crate::node::stage("ingest", started.elapsed());
     respond_one(&api, tx, params.timeout()).await
 }
 
@@ -483,6 +485,7 @@ pub async fn batch(
     body: web::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Member])?;
+    let started = std::time::Instant::now();
     let items = body.into_inner().transactions;
     if items.len() > api.limits.batch_len_max {
         return Err(ApiError::new(
@@ -529,6 +532,7 @@ pub async fn batch(
             }
         }
     }
+    crate::node::stage("ingest", started.elapsed());
     let rxs = super::order(&api, txs).await?;
     let timeout = WaitParams {
         wait: params.wait,
@@ -537,12 +541,14 @@ pub async fn batch(
     .timeout();
     let mut proofs = BlockProofs::default();
     let mut all = true;
+    let mut answered = None;
     if let Some(timeout) = timeout {
         let deadline = tokio::time::Instant::now() + timeout;
         for (slot, rx) in slots.iter().zip(rxs) {
             let id = &ids[*slot];
             results[*slot] = Some(match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(Ok(c))) => {
+                    answered.get_or_insert_with(std::time::Instant::now);
                     let receipt = if params.receipts == Some(true) {
                         proofs.receipt(&c)
                     } else {
@@ -569,11 +575,16 @@ pub async fn batch(
     let body = BatchResponse {
         results: results.into_iter().flatten().collect(),
     };
-    Ok(if all {
+    let response = if all {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::Accepted().json(body)
-    })
+    };
+    if let Some(t) = answered {
+        // From the first answer to the body ready to send.
+        crate::node::stage("respond", t.elapsed());
+    }
+    Ok(response)
 }
 
 /// Whether the caller may see this transaction: its own organization's,
