@@ -64,8 +64,8 @@ impl EngineConfig {
             schedule: Schedule::Auto,
             chain_sync: Sync::Full,
             state_sync: Sync::Normal,
-            state_queue_len_max: 16,
-            state_commit_interval: std::time::Duration::from_millis(5),
+            state_queue_len_max: 32,
+            state_commit_interval: std::time::Duration::from_millis(100),
             chain_queue_len_max: 4,
             probes: Probes::default(),
         }

@@ -250,20 +250,34 @@ fn a_garbled_audit_index_list_is_caught_at_its_block() {
 #[test]
 fn a_forged_id_index_row_is_caught() {
     let e = tampered(
-        "INSERT INTO tx_ids VALUES (x'00000000000000000000000000000000', 2, 7);",
+        // Bucket 0 of block 2 claims digest 0 at position 7 (replacing
+        // the block's real row of that bucket, if it had one).
+        "INSERT OR REPLACE INTO tx_id_buckets \
+         VALUES (0, 2, x'0000000000000000000000000000000000000007');",
         "",
     );
     assert!(
         matches!(
             e,
             VerifyError::Index {
-                table: "tx_ids",
+                table: "tx_id_buckets",
                 height: 2,
                 ..
             }
         ),
         "{e}"
     );
+}
+
+#[test]
+fn a_garbled_id_index_row_is_caught_at_its_block() {
+    let e = tampered(
+        "UPDATE tx_id_buckets SET entries = x'00' \
+         WHERE height = 3 AND bucket = (SELECT min(bucket) FROM tx_id_buckets WHERE height = 3);",
+        "",
+    );
+    assert_eq!(e.height(), Some(3), "{e}");
+    assert!(e.to_string().contains("id index row"), "{e}");
 }
 
 #[test]

@@ -75,7 +75,7 @@ pub(crate) fn open(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -131072;
+         PRAGMA cache_size = -{PAGE_CACHE_KIB};
          PRAGMA wal_autocheckpoint = 4096;
          PRAGMA temp_store = MEMORY;"
     ))?;
@@ -83,6 +83,14 @@ pub(crate) fn open(
         .map_err(|e| LedgerError::Migration(e.to_string()))?;
     Ok(conn)
 }
+
+/// Page cache per connection (KiB). A node holds four connections open
+/// (the two writers, the engine's reads of each file) plus the API's
+/// readers; the writers' hot pages are the right edges of append-ordered
+/// tables and the state rows, so a larger cache buys little and every MiB
+/// is resident: at 128 MiB per connection a node's memory grew with its
+/// files past 1 GiB.
+const PAGE_CACHE_KIB: u32 = 32 * 1024;
 
 fn to_i64(v: u64, height: u64, what: &str) -> Result<i64, LedgerError> {
     i64::try_from(v).map_err(|_| LedgerError::Corrupt {
@@ -208,8 +216,59 @@ pub struct AuditEntry {
     pub outcome: TxOutcome,
 }
 
-/// A row of `tx_ids`: digest, height, index.
+/// An entry of the id index (`tx_id_buckets`): digest, height, index.
 pub type IdIndexRow = (Vec<u8>, u64, u32);
+
+/// Bytes of one `tx_id_buckets` entry: a 16-byte digest and a 4-byte
+/// big-endian index.
+const ID_ENTRY_BYTES: usize = 20;
+
+/// A block's id index rows: its digests grouped by first byte (the bucket),
+/// each group's entries sorted.
+fn id_bucket_rows(digests: &[IdDigest]) -> Vec<(u8, Vec<u8>)> {
+    let mut entries: Vec<([u8; 16], u32)> = digests
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.0.to_be_bytes(), i as u32))
+        .collect();
+    entries.sort_unstable();
+    let mut rows: Vec<(u8, Vec<u8>)> = Vec::new();
+    for (d, i) in entries {
+        match rows.last_mut() {
+            Some((bucket, bytes)) if *bucket == d[0] => {
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&i.to_be_bytes());
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity(ID_ENTRY_BYTES * 16);
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&i.to_be_bytes());
+                rows.push((d[0], bytes));
+            }
+        }
+    }
+    rows
+}
+
+/// The (digest, index) entries of one `tx_id_buckets` row.
+fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], u32)>, LedgerError> {
+    if !entries.len().is_multiple_of(ID_ENTRY_BYTES) {
+        return Err(corrupt(
+            u64::try_from(height).unwrap_or(0),
+            "an id index row is not a whole number of entries",
+        ));
+    }
+    Ok(entries
+        .chunks_exact(ID_ENTRY_BYTES)
+        .map(|e| {
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&e[..16]);
+            let mut i = [0u8; 4];
+            i.copy_from_slice(&e[16..]);
+            (d, u32::from_be_bytes(i))
+        })
+        .collect())
+}
 /// A row of `tx_by_org`: organization, submitter, height, index.
 pub type OrgIndexRow = (String, String, u64, u32);
 /// A row of `key_history`: partition, key, height, index.
@@ -262,22 +321,14 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
             )
         })
         .collect();
-    // Index rows in key order: consecutive inserts then land on
-    // neighbouring B-tree pages instead of random ones.
-    let mut digests: Vec<([u8; 16], i32)> = b
-        .digests
+    let id_buckets = id_bucket_rows(b.digests);
+    let id_rows: Vec<_> = id_buckets
         .iter()
-        .enumerate()
-        .map(|(i, d)| (d.0.to_be_bytes(), i as i32))
-        .collect();
-    digests.sort_unstable();
-    let id_rows: Vec<_> = digests
-        .iter()
-        .map(|(d, i)| {
+        .map(|(bucket, entries)| {
             (
-                tx_ids::digest.eq(d.as_slice()),
-                tx_ids::height.eq(height),
-                tx_ids::idx.eq(*i),
+                tx_id_buckets::bucket.eq(i32::from(*bucket)),
+                tx_id_buckets::height.eq(height),
+                tx_id_buckets::entries.eq(entries.as_slice()),
             )
         })
         .collect();
@@ -340,7 +391,7 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
                 .execute(conn)?;
         }
         for rows in id_rows.chunks(SQL_VARIABLES_MAX / 3) {
-            diesel::insert_into(tx_ids::table)
+            diesel::insert_into(tx_id_buckets::table)
                 .values(rows)
                 .execute(conn)?;
         }
@@ -509,17 +560,16 @@ impl ChainStore {
     /// The digest of every id used so far (an id is consumed by its first
     /// occurrence).
     pub fn id_digests(&mut self) -> Result<Vec<IdDigest>, LedgerError> {
-        let digests: Vec<Vec<u8>> = tx_ids::table.select(tx_ids::digest).load(&mut self.conn)?;
-        digests
-            .iter()
-            .map(|d| {
-                let bytes: [u8; 16] = d
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| corrupt(0, "an id digest is not 16 bytes"))?;
-                Ok(IdDigest(u128::from_be_bytes(bytes)))
-            })
-            .collect()
+        let rows: Vec<(i64, Vec<u8>)> = tx_id_buckets::table
+            .select((tx_id_buckets::height, tx_id_buckets::entries))
+            .load(&mut self.conn)?;
+        let mut out = Vec::new();
+        for (h, entries) in &rows {
+            for (digest, _) in id_entries(*h, entries)? {
+                out.push(IdDigest(u128::from_be_bytes(digest)));
+            }
+        }
+        Ok(out)
     }
 
     /// One stored chunk of a block's transactions, decoded.
@@ -626,14 +676,28 @@ impl ChainStore {
 
     /// The receipt of the first transaction with this id, if any.
     pub fn receipt(&mut self, id: &TxId) -> Result<Option<Receipt>, LedgerError> {
-        let places: Vec<(i64, i32)> = tx_ids::table
-            .filter(tx_ids::digest.eq(id.digest().0.to_be_bytes().as_slice()))
-            .order((tx_ids::height.asc(), tx_ids::idx.asc()))
-            .select((tx_ids::height, tx_ids::idx))
+        let digest = id.digest().0.to_be_bytes();
+        // SQLite finds the rows that hold the digest's bytes anywhere; the
+        // entries are then read at their boundaries.
+        let rows: Vec<(i64, Vec<u8>)> = tx_id_buckets::table
+            .filter(tx_id_buckets::bucket.eq(i32::from(digest[0])))
+            .filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>("instr(entries, ")
+                    .bind::<diesel::sql_types::Binary, _>(digest.as_slice())
+                    .sql(") > 0"),
+            )
+            .order(tx_id_buckets::height.asc())
+            .select((tx_id_buckets::height, tx_id_buckets::entries))
             .load(&mut self.conn)?;
-        for (h, i) in places {
-            let height = to_u64(h, 0, "height")?;
-            let index = u32::try_from(i).map_err(|_| corrupt(height, "negative index"))?;
+        let mut places = Vec::new();
+        for (h, entries) in &rows {
+            for (d, i) in id_entries(*h, entries)? {
+                if d == digest {
+                    places.push((to_u64(*h, 0, "height")?, i));
+                }
+            }
+        }
+        for (height, index) in places {
             // The digest found the place; the id itself must match too.
             if let Some((tx, outcome)) = self.tx_at(height, index)? {
                 if &tx.id == id {
@@ -833,10 +897,16 @@ impl ChainStore {
         max_height: u64,
     ) -> Result<(Vec<IdIndexRow>, Vec<OrgIndexRow>), LedgerError> {
         let m = to_i64(max_height, max_height, "height")?;
-        let ids: Vec<(Vec<u8>, i64, i32)> = tx_ids::table
-            .filter(tx_ids::height.le(m))
-            .select((tx_ids::digest, tx_ids::height, tx_ids::idx))
+        let buckets: Vec<(i64, Vec<u8>)> = tx_id_buckets::table
+            .filter(tx_id_buckets::height.le(m))
+            .select((tx_id_buckets::height, tx_id_buckets::entries))
             .load(&mut self.conn)?;
+        let mut ids = Vec::new();
+        for (h, entries) in &buckets {
+            for (d, i) in id_entries(*h, entries)? {
+                ids.push((d.to_vec(), *h, i as i32));
+            }
+        }
         let grouped: Vec<(String, String, i64, String)> = tx_by_org::table
             .filter(tx_by_org::height.le(m))
             .select((

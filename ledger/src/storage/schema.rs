@@ -25,10 +25,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    tx_ids (digest, height, idx) {
-        digest -> Binary,
+    tx_id_buckets (bucket, height) {
+        bucket -> Integer,
         height -> BigInt,
-        idx -> Integer,
+        entries -> Binary,
     }
 }
 
