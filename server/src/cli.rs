@@ -274,6 +274,11 @@ pub enum BenchCommand {
     /// outstanding. For comparing Parledger with etcd on one machine
     /// (`deploy/bench-vs-etcd`). Prints one JSON object.
     Etcd(crate::bench_http::EtcdArgs),
+    /// A seeded discrete-event model of several Raft groups on several
+    /// machines (two-phase commit across groups, slow replicas, hot
+    /// groups), calibrated on this machine's measurements; `--sweep` prints
+    /// the scaling table of ARCHITECTURE.md. Prints JSON.
+    Scale(crate::bench_scale::ScaleArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -302,6 +307,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Exec(args)) => bench::exec(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(BenchCommand::Etcd(args)) => {
             crate::bench_http::etcd(&args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Scale(args)) => {
+            crate::bench_scale::scale(&args).map(|()| ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Load(args)) => {
             crate::bench_load::load(args).map(|()| ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ mod backup;
 mod bench;
 mod bench_http;
 mod bench_load;
+mod bench_scale;
 mod cli;
 // Wired in by the Raft runtime (issue 6); until then only `parledger cluster
 // certs` and the module's own tests use it.
@@ -122,16 +123,20 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// block's a few milliseconds later, so the pages came straight back through
 /// page faults that zero them: ~10% of the CPU time of `bench exec`
 /// (6,600 faults of 2 MiB pages for 400,000 transfers, 358 without purging).
-/// Keeping freed memory bounds the resident set by the peak working set
-/// (blocks in flight), which the engine's queues bound. `MIMALLOC_PURGE_DELAY`
-/// in the environment still wins, for operators who want memory returned.
+/// Never purging, though, kept every peak resident for good (a hash table's
+/// resize, a burst of large requests): a node's resident set grew past
+/// 1 GiB under hours of load where ~0.6 GiB was live. Pages unused for a
+/// second go back: block-to-block reuse keeps its pages, and one-off peaks
+/// are returned. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+
 #[allow(unsafe_code)]
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
     // SAFETY: `mi_option_set` stores an integer in mimalloc's option table
-    // (any value is valid for this option: -1 disables purging). It runs first
-    // thing in `main`, before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    // (any non-negative value is a valid delay in ms for this option). It
+    // runs first thing in `main`, before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }

@@ -547,3 +547,25 @@ fn bench_load_refuses_bad_options_before_starting_anything() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn bench_scale_models_two_groups_the_same_way_twice() {
+    let args = [
+        "bench",
+        "scale",
+        "--groups",
+        "2",
+        "--cross-pct",
+        "10",
+        "--warmup-ms",
+        "100",
+        "--duration-ms",
+        "400",
+    ];
+    let (a, b) = (parledger(&args), parledger(&args));
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(a.stdout, b.stdout, "a seeded model prints the same JSON");
+    let r: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert!(r["committed_tps"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["limit"].is_string(), "{r}");
+}
