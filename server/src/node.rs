@@ -1059,6 +1059,21 @@ pub(crate) fn respond(
         for o in observers {
             o.durable(&block);
         }
+        // The status (which `/v1/blocks` and the status page read) moves
+        // before any client hears of the block: a client that reads right
+        // after its answer sees its own block.
+        let committed = block
+            .outcomes
+            .iter()
+            .filter(|o| o.status == ledger::TxStatus::Committed)
+            .count() as u64;
+        if let Ok(mut s) = status.write() {
+            s.height = height;
+            s.tip_hash = Some(block.hash);
+            s.state_root = Some(block.header.state_root);
+            s.committed += committed;
+            s.rejected += block.outcomes.len() as u64 - committed;
+        }
         for (i, reply) in replies {
             let Some(outcome) = block.outcomes.get(i as usize) else {
                 continue;
@@ -1072,18 +1087,6 @@ pub(crate) fn respond(
             }));
         }
         stage("notify", answering.elapsed());
-        let committed = block
-            .outcomes
-            .iter()
-            .filter(|o| o.status == ledger::TxStatus::Committed)
-            .count() as u64;
-        if let Ok(mut s) = status.write() {
-            s.height = height;
-            s.tip_hash = Some(block.hash);
-            s.state_root = Some(block.header.state_root);
-            s.committed += committed;
-            s.rejected += block.outcomes.len() as u64 - committed;
-        }
     }
 }
 
