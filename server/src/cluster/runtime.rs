@@ -415,6 +415,10 @@ enum FromRaft {
     Blocks { from: NodeId, body: Vec<u8> },
 }
 
+/// How long a read index request may go unanswered before it is asked
+/// again (see `ReadBarrier::wait`).
+const READ_INDEX_RETRY: Duration = Duration::from_millis(250);
+
 /// Waits for Raft's read index, for linearizable reads.
 #[derive(Clone)]
 pub struct ReadBarrier {
@@ -429,14 +433,32 @@ impl ReadBarrier {
     /// the height it had applied by then (the caller waits for that height
     /// to be durable before reading the chain).
     pub async fn wait(&self) -> Result<u64, NodeError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.events
-            .send(RaftEvent::ReadIndex(tx))
-            .map_err(|_| NodeError::Failed("the Raft runtime has stopped".into()))?;
-        let index = tokio::time::timeout(self.timeout, rx)
-            .await
-            .map_err(|_| NodeError::NoLeader)?
-            .map_err(|_| NodeError::NoLeader)?;
+        // raft-rs drops a read index request it cannot serve yet (a leader
+        // that has not committed an entry of its term, a request in flight
+        // across a leader change) without an answer: ask again every
+        // `READ_INDEX_RETRY` until the bound.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let index = loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.events
+                .send(RaftEvent::ReadIndex(tx))
+                .map_err(|_| NodeError::Failed("the Raft runtime has stopped".into()))?;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(NodeError::NoLeader);
+            }
+            let until = deadline.min(now + READ_INDEX_RETRY);
+            match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(index)) => break index,
+                // Refused (no leader known): wait out this try, then ask again.
+                Ok(Err(_)) => tokio::time::sleep_until(until).await,
+                // Not answered within this try: ask again.
+                Err(_) => {}
+            }
+            if until >= deadline {
+                return Err(NodeError::NoLeader);
+            }
+        };
         let mut applied = self.applied.clone();
         tokio::time::timeout(self.timeout, applied.wait_for(|a| *a >= index))
             .await
