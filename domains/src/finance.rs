@@ -1029,6 +1029,18 @@ impl Chaincode for Finance {
         &self.domain
     }
 
+    fn functions(&self) -> &'static [&'static str] {
+        &[
+            "open_account",
+            "close_account",
+            "transfer",
+            "transfer_linked",
+            "post_pending",
+            "void_pending",
+            "expire_pending",
+        ]
+    }
+
     /// Transfers decode and encode fixed-size binary accounts.
     fn light(&self) -> bool {
         true

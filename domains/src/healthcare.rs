@@ -515,6 +515,16 @@ impl Chaincode for Healthcare {
         &self.domain
     }
 
+    fn functions(&self) -> &'static [&'static str] {
+        &[
+            "register_patient",
+            "add_record",
+            "grant_consent",
+            "revoke_consent",
+            "access_record",
+        ]
+    }
+
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError> {
         match tx.function.as_str() {
             "register_patient" => prepare_register(tx),

@@ -441,6 +441,22 @@ impl Chaincode for Membership {
         &self.domain
     }
 
+    /// Membership's own functions, then governance's.
+    fn functions(&self) -> &'static [&'static str] {
+        &[
+            "bootstrap",
+            "add_user",
+            "update_user",
+            "set_password",
+            "add_key",
+            "remove_key",
+            "revoke_token",
+            "propose",
+            "vote",
+            "expire_proposal",
+        ]
+    }
+
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError> {
         let own = partition(&tx.org);
         let me = user_key(tx.submitter.as_str());

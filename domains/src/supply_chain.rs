@@ -241,6 +241,10 @@ impl Chaincode for SupplyChain {
         &self.domain
     }
 
+    fn functions(&self) -> &'static [&'static str] {
+        &FUNCTIONS
+    }
+
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError> {
         match tx.function.as_str() {
             "register_product" => calls::register_product(tx),

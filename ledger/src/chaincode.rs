@@ -220,6 +220,11 @@ pub trait Call: Send + Sync {
 pub trait Chaincode: Send + Sync {
     fn domain(&self) -> &DomainId;
 
+    /// Every function `prepare` dispatches (any other name is
+    /// `LEDGER:UNKNOWN_FUNCTION`): what the fuzzer and the tests that walk
+    /// every function enumerate, so a new function cannot be left out.
+    fn functions(&self) -> &'static [&'static str];
+
     /// Decodes `tx` and declares its footprint. Must depend only on `tx`.
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError>;
 

@@ -149,20 +149,17 @@ fn main() {
         &[&[4u8][..], &context.encode()].concat(),
     );
 
+    // The first two bytes pick the domain and function as the target does:
+    // by position in the registry and in the chaincode's own list.
+    let registry = domains::registry();
+    let installed: Vec<_> = registry.domains().collect();
     for (i, t) in txs.iter().enumerate() {
-        let d = match t.domain.as_str() {
-            "finance" => 0u8,
-            "supply_chain" => 1,
-            "healthcare" => 2,
-            _ => 3,
-        };
-        let f: u8 = match t.function.as_str() {
-            "open_account" => 0,
-            "transfer" => 2,
-            "bootstrap" => 0,
-            "propose" => 7,
-            _ => 0,
-        };
+        let d = installed.iter().position(|d| **d == t.domain).unwrap() as u8;
+        let functions = registry.get(&t.domain).unwrap().functions();
+        let f = functions
+            .iter()
+            .position(|f| *f == t.function.as_str())
+            .unwrap() as u8;
         write(
             "chaincode_args",
             &format!("tx-{i}"),

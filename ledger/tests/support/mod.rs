@@ -434,6 +434,20 @@ impl Chaincode for Kv {
         &self.domain
     }
 
+    fn functions(&self) -> &'static [&'static str] {
+        &[
+            "transfer",
+            "mint",
+            "set",
+            "get",
+            "copy",
+            "get_many",
+            "delete",
+            "sum_prefix",
+            "put_under",
+        ]
+    }
+
     fn prepare(&self, tx: &Transaction) -> Result<Prepared, ChaincodeError> {
         match tx.function.as_str() {
             "transfer" => {
