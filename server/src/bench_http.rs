@@ -85,6 +85,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Signs `user@org` in and returns the access token.
+    pub(crate) fn sign_in(
+        &mut self,
+        org: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<String> {
+        let (status, body) = self.json(
+            "POST",
+            "/v1/auth/token",
+            None,
+            &json!({"org": org, "username": user, "password": password}),
+        )?;
+        anyhow::ensure!(
+            status == 200,
+            "signing in as {user}@{org}: HTTP {status} {body}"
+        );
+        Ok(body["access_token"]
+            .as_str()
+            .context("no access_token in the sign-in answer")?
+            .to_string())
+    }
+
     pub(crate) fn json(
         &mut self,
         method: &str,
@@ -253,7 +276,7 @@ pub(crate) fn start_nodes(o: &NodeOptions) -> anyhow::Result<OwnNodes> {
 
 /// Waits for the load threads and returns every latency they measured,
 /// sorted.
-pub(crate) fn join_latencies(
+fn join_latencies(
     workers: Vec<std::thread::JoinHandle<anyhow::Result<Vec<f64>>>>,
 ) -> anyhow::Result<Vec<f64>> {
     let mut latencies = Vec::new();
@@ -267,7 +290,7 @@ pub(crate) fn join_latencies(
     Ok(latencies)
 }
 
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

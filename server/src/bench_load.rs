@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,20 +190,6 @@ fn check(status: u16, body: &[u8], what: &str) -> anyhow::Result<()> {
         String::from_utf8_lossy(body)
     );
     Ok(())
-}
-
-fn sign_in(c: &mut Conn, org: &str, user: &str, password: &str) -> anyhow::Result<String> {
-    let (status, body) = c.json(
-        "POST",
-        "/v1/auth/token",
-        None,
-        &json!({"org": org, "username": user, "password": password}),
-    )?;
-    ensure!(status == 200, "signing in as {user}@{org}: {status} {body}");
-    Ok(body["access_token"]
-        .as_str()
-        .context("no access_token")?
-        .to_string())
 }
 
 /// Makes `kind` a consortium decision: proposed by the first member,
@@ -566,13 +552,6 @@ impl Tally {
     }
 }
 
-/// Shared between the clients and the progress display.
-struct Shared {
-    committed: AtomicU64,
-    sent: AtomicU64,
-    stop: AtomicBool,
-}
-
 struct ClientPlan {
     client: usize,
     addr: SocketAddr,
@@ -589,7 +568,7 @@ struct ClientPlan {
 fn run_client(
     plan: ClientPlan,
     members: Arc<Vec<Member>>,
-    shared: Arc<Shared>,
+    committed_so_far: Arc<AtomicU64>,
     batch: usize,
     start: Instant,
 ) -> anyhow::Result<Tally> {
@@ -609,7 +588,7 @@ fn run_client(
         .interval
         .map(|i| start + i.mul_f64(plan.client as f64 / 997.0 % 1.0));
     loop {
-        if shared.stop.load(Ordering::Relaxed) || Instant::now() >= plan.until {
+        if Instant::now() >= plan.until {
             break;
         }
         let req = match (&mut generator, pre.next()) {
@@ -629,9 +608,6 @@ fn run_client(
             _ => Instant::now(),
         };
         let m = &members[req.member];
-        shared
-            .sent
-            .fetch_add(req.txs.len() as u64, Ordering::Relaxed);
         let (status, bytes) = conn.request("POST", path, Some(&m.token), Some(&req.body))?;
         let us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         tally.latency_us.saturating_record(us.max(1));
@@ -675,7 +651,7 @@ fn run_client(
             }
         }
         tally.committed += committed;
-        shared.committed.fetch_add(committed, Ordering::Relaxed);
+        committed_so_far.fetch_add(committed, Ordering::Relaxed);
     }
     Ok(tally)
 }
@@ -853,7 +829,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     let mut members = Vec::new();
     let mut key_rng = ChaCha8Rng::seed_from_u64(args.seed ^ run_ms);
     for org in &args.orgs {
-        let token = sign_in(&mut c, org, &args.user, &args.password)?;
+        let token = c.sign_in(org, &args.user, &args.password)?;
         members.push(Member {
             org: OrgId::new(org)?,
             user: user.clone(),
@@ -964,11 +940,8 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?
     };
     let stages_before = stage_totals(&mut c)?;
-    let shared = Arc::new(Shared {
-        committed: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
+    // Committed so far, for the progress display.
+    let committed_so_far = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(args.duration);
     let workers: Vec<_> = prebuilt
@@ -985,9 +958,9 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
                 sample_cap,
                 seed: args.seed,
             };
-            let (members, shared) = (members.clone(), shared.clone());
+            let (members, committed_so_far) = (members.clone(), committed_so_far.clone());
             let batch = args.batch_size;
-            std::thread::spawn(move || run_client(plan, members, shared, batch, start))
+            std::thread::spawn(move || run_client(plan, members, committed_so_far, batch, start))
         })
         .collect();
     let bar = ProgressBar::new((args.duration * 10.0) as u64);
@@ -997,7 +970,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     while !workers.iter().all(|w| w.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
         let secs = start.elapsed().as_secs_f64();
-        let done = shared.committed.load(Ordering::Relaxed);
+        let done = committed_so_far.load(Ordering::Relaxed);
         bar.set_position((secs * 10.0) as u64);
         bar.set_message(format!(
             "{done} committed, {:.0} tx/s",

@@ -253,17 +253,7 @@ pub fn cluster_change(
     c.set_timeout(std::time::Duration::from_secs(
         args.wait_s.clamp(1, 600) + 30,
     ))?;
-    let (status, answer) = c.json(
-        "POST",
-        "/v1/auth/token",
-        None,
-        &serde_json::json!({"org": org, "username": user, "password": args.password}),
-    )?;
-    anyhow::ensure!(status == 200, "sign-in failed: HTTP {status} {answer}");
-    let token = answer["access_token"]
-        .as_str()
-        .context("no access_token in the sign-in answer")?
-        .to_string();
+    let token = c.sign_in(org, user, &args.password)?;
     let bytes = body.map(|b| b.to_string().into_bytes());
     let (status, answer) = c.request(method, &path, Some(&token), bytes.as_deref())?;
     if status != 200 {
