@@ -345,14 +345,16 @@ impl Workload {
             ));
         }
         if self.uses(WorkloadKind::Healthcare) {
-            all.extend(domains::healthcare::workload::genesis(
+            all.extend(domains::healthcare::workload::genesis_until(
                 &self.orgs,
                 self.accounts,
+                self.consent_expires_ms,
             ));
         }
         let mut groups: Vec<(String, Vec<Transaction>)> = Vec::new();
-        for tx in all {
-            let tx = self.adapt(tx)?;
+        for mut tx in all {
+            // This run's ids: runs against the same node never collide.
+            tx.id = TxId::new(&format!("{}-{}", self.run, tx.id))?;
             let key = format!("{}/{}", tx.domain, tx.function);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, g)) => g.push(tx),
@@ -360,19 +362,6 @@ impl Workload {
             }
         }
         Ok(groups.into_iter().map(|(_, g)| g).collect())
-    }
-
-    /// Gives a generated transaction this run's id, and consents that last
-    /// through the run in ledger time (the domain generators write
-    /// expiries for an in-memory ledger whose clock starts at zero).
-    fn adapt(&self, mut tx: Transaction) -> anyhow::Result<Transaction> {
-        tx.id = TxId::new(&format!("{}-{}", self.run, tx.id))?;
-        if tx.function.as_str() == "grant_consent" {
-            let mut args: Value = serde_json::from_slice(&tx.args)?;
-            args["expires_ms"] = json!(self.consent_expires_ms);
-            tx = Transaction::new(tx.id, tx.domain, tx.function, &args, tx.submitter, tx.org);
-        }
-        Ok(tx)
     }
 
     /// The `n`-th everyday transaction of client `client` (of `clients`),
@@ -406,16 +395,17 @@ impl Workload {
                     self.accounts,
                     self.cross_pct,
                 ),
-                _ => domains::healthcare::workload::next(
+                _ => domains::healthcare::workload::next_until(
                     self.run_seed,
                     i,
                     &self.orgs,
                     self.accounts,
                     self.cross_pct,
+                    self.consent_expires_ms,
                 ),
             };
             if tx.org == self.orgs[org] {
-                let mut tx = self.adapt(tx)?;
+                let mut tx = tx;
                 tx.id = TxId::new(&format!("{}-c{client}-{n}", self.run))?;
                 return Ok(tx);
             }

@@ -9,8 +9,10 @@
 //! Every transaction touches two or three exact keys; the access log is keyed
 //! by transaction id, so reads of the same record do not contend.
 //!
-//! Consents expire at [`CONSENT_EXPIRES_MS`] ms after the epoch: the bench's
-//! ledger time starts near zero, so they are valid for the whole run.
+//! Consents expire at [`CONSENT_EXPIRES_MS`] ms after the epoch: `bench
+//! exec`'s ledger time starts near zero, so they are valid for the whole
+//! run; a ledger on the wall clock (`bench load`) passes its own expiry to
+//! [`genesis_until`] and [`next_until`].
 
 use super::{
     AccessRecordArgs, AddRecordArgs, GrantConsentArgs, RecordType, RegisterPatientArgs,
@@ -90,6 +92,7 @@ fn grant(
     grantee: &OrgId,
     patient: &str,
     consent: &str,
+    expires_ms: u64,
 ) -> Transaction {
     tx(
         id,
@@ -100,7 +103,7 @@ fn grant(
             consent: consent.to_owned(),
             grantee: grantee.clone(),
             scope: vec![RecordType::LabResult, RecordType::Imaging],
-            expires_ms: CONSENT_EXPIRES_MS,
+            expires_ms,
         },
     )
 }
@@ -108,6 +111,12 @@ fn grant(
 /// Sets up `n` patients (see the module documentation), in an order that
 /// may be cut into blocks anywhere.
 pub fn genesis(orgs: &[OrgId], n: usize) -> Vec<Transaction> {
+    genesis_until(orgs, n, CONSENT_EXPIRES_MS)
+}
+
+/// [`genesis`] with consents that expire at `consent_expires_ms` (ledger
+/// time): for a ledger whose clock is the wall clock.
+pub fn genesis_until(orgs: &[OrgId], n: usize, consent_expires_ms: u64) -> Vec<Transaction> {
     let mut out = Vec::with_capacity(n.saturating_mul(4));
     for i in 0..n {
         let custodian = org(orgs, i);
@@ -144,6 +153,7 @@ pub fn genesis(orgs: &[OrgId], n: usize) -> Vec<Transaction> {
                 org(orgs, i + 1),
                 &patient,
                 "c0",
+                consent_expires_ms,
             ));
         }
     }
@@ -155,6 +165,18 @@ pub fn genesis(orgs: &[OrgId], n: usize) -> Vec<Transaction> {
 /// consented read, 10% a new consent), otherwise within the custodian (70%
 /// its own read, 30% a new record). Ids are `hc-{i}`.
 pub fn next(rng_state: u64, i: usize, orgs: &[OrgId], n: usize, cross_pct: u32) -> Transaction {
+    next_until(rng_state, i, orgs, n, cross_pct, CONSENT_EXPIRES_MS)
+}
+
+/// [`next`] with new consents that expire at `consent_expires_ms`.
+pub fn next_until(
+    rng_state: u64,
+    i: usize,
+    orgs: &[OrgId],
+    n: usize,
+    cross_pct: u32,
+    consent_expires_ms: u64,
+) -> Transaction {
     let r = mix(rng_state ^ mix(i as u64));
     let r2 = mix(r);
     let id = format!("hc-{i}");
@@ -175,7 +197,14 @@ pub fn next(rng_state: u64, i: usize, orgs: &[OrgId], n: usize, cross_pct: u32) 
     let record = if r2 & 1 == 0 { "r0" } else { "r1" };
     let new_id = format!("w{i}");
     match (cross, (r2 >> 8) % 10) {
-        (true, 0) => grant(id, custodian, org(orgs, j + 1), &patient, &new_id),
+        (true, 0) => grant(
+            id,
+            custodian,
+            org(orgs, j + 1),
+            &patient,
+            &new_id,
+            consent_expires_ms,
+        ),
         (true, _) => tx(
             id,
             org(orgs, j + 1),
