@@ -74,11 +74,4 @@ impl Probes {
             None => 0,
         }
     }
-
-    /// Records a duration measured otherwise.
-    pub fn record(&self, stage: EngineStage, ns: u64) {
-        if let Some(p) = &self.0 {
-            p.record(stage, ns);
-        }
-    }
 }
