@@ -71,6 +71,24 @@ pub fn get(port: u16, path: &str, token: Option<&str>, timeout: Duration) -> Opt
     try_send_within(port, &req, timeout)
 }
 
+/// A GET as a well-behaved client makes it: on 429 (the node's per-user
+/// rate limit: a check reading thousands of blocks can exceed it) it waits
+/// and asks again, for at most `RECOVERY_BOUND`.
+pub fn get_paced(port: u16, path: &str, token: &str) -> Option<Value> {
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    loop {
+        let r = get(port, path, Some(token), PROBE_TIMEOUT)?;
+        match r.status {
+            200 => return serde_json::from_slice(&r.body).ok(),
+            429 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            status => {
+                eprintln!("{path} on port {port}: HTTP {status}");
+                return None;
+            }
+        }
+    }
+}
+
 pub fn post(
     port: u16,
     path: &str,
@@ -777,8 +795,8 @@ pub fn all_blocks(port: u16, auditor: &str, height: u64) -> Vec<Value> {
     (1..=height)
         .map(|h| {
             let path = format!("/v1/blocks/{h}");
-            let b = get_json(port, &path, Some(auditor))
-                .unwrap_or_else(|| panic!("{path} on port {port}"));
+            let b =
+                get_paced(port, &path, auditor).unwrap_or_else(|| panic!("{path} on port {port}"));
             assert_eq!(b["header"]["height"], h, "{b}");
             assert_eq!(b["hidden"], 0, "an auditor sees every transaction: {b}");
             b
@@ -912,7 +930,7 @@ pub fn check_node(
     // Read back one by one, as a client would.
     for a in acks {
         let path = format!("/v1/transactions/{}", a.id);
-        let r = get_json(port, &path, Some(token)).unwrap_or_else(|| panic!("{path}"));
+        let r = get_paced(port, &path, token).unwrap_or_else(|| panic!("{path}"));
         assert_eq!(r["status"], a.status.as_str(), "{r}");
         assert_eq!(r["height"], a.height, "{r}");
         assert_eq!(r["index"], a.index, "{r}");
