@@ -552,24 +552,63 @@ fn a_block_larger_than_one_sql_statement_is_stored_and_reloaded() {
 // Key history, time, parents, limits
 // ---------------------------------------------------------------------------
 
+/// The key history runs `state.db` holds (see `StateStore::commit`).
+fn history_runs(dir: &Path) -> Vec<i64> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Run {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        run: i64,
+    }
+    let url = dir.join(STATE_FILE).to_string_lossy().to_string();
+    let mut conn = SqliteConnection::establish(&url).unwrap();
+    diesel::sql_query("SELECT DISTINCT run FROM key_history ORDER BY run")
+        .load::<Run>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run)
+        .collect()
+}
+
 #[test]
 fn key_history_lists_every_version_in_order_and_pages() {
+    key_history_scenario(false);
+}
+
+/// Every open starts a new run of history rows: reopening after each block
+/// spreads one key's versions over runs, some of which lack the key.
+#[test]
+fn key_history_reads_across_runs() {
+    key_history_scenario(true);
+}
+
+fn key_history_scenario(reopen: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = open(dir.path());
-    apply(
-        &mut engine,
+    let next = |mut engine: Engine, txs: Vec<Transaction>| {
+        apply(&mut engine, txs);
+        if reopen {
+            drop(engine);
+            open(dir.path())
+        } else {
+            engine
+        }
+    };
+    engine = next(
+        engine,
         vec![
             set("h1", 0, "a/0", "1"),
             set("h2", 0, "a/0", "2"),
             set("h3", 0, "b/1", "x"),
         ],
     );
-    apply(
-        &mut engine,
+    engine = next(
+        engine,
         vec![delete("h4", 0, "a/0"), set("h5", 1, "a/0", "other org")],
     );
-    apply(
-        &mut engine,
+    engine = next(engine, vec![set("h4b", 0, "b/1", "y")]);
+    engine = next(
+        engine,
         vec![
             sneaky("h6", 0, "a/0", Sneak::Write, true),
             set("h7", 0, "a/0", "3"),
@@ -577,15 +616,17 @@ fn key_history_lists_every_version_in_order_and_pages() {
             put_under("h8", 0, "a/", "0", "4"),
         ],
     );
-    apply(&mut engine, vec![transfer("h9", (0, "a/0"), (0, "c/2"), 1)]);
+    engine = next(engine, vec![set("h8b", 0, "b/1", "z")]);
+    engine = next(engine, vec![transfer("h9", (0, "a/0"), (0, "c/2"), 1)]);
+    engine = next(engine, vec![set("h9b", 0, "b/1", "w")]);
     let v = |height, index| Version { height, index };
     let expected = vec![
         (v(1, 0), Some(b"1".to_vec())),
         (v(1, 1), Some(b"2".to_vec())),
         (v(2, 0), None),
-        (v(3, 1), Some(b"3".to_vec())),
-        (v(3, 2), Some(b"4".to_vec())),
-        (v(4, 0), Some(b"3".to_vec())),
+        (v(4, 1), Some(b"3".to_vec())),
+        (v(4, 2), Some(b"4".to_vec())),
+        (v(6, 0), Some(b"3".to_vec())),
     ];
     let history = engine.key_history(&part(0), b"a/0", None, 100).unwrap();
     // Each version names the transaction that wrote it and its block's time.
@@ -599,9 +640,9 @@ fn key_history_lists_every_version_in_order_and_pages() {
             ("h1", 1_000),
             ("h2", 1_000),
             ("h4", 2_000),
-            ("h7", 3_000),
-            ("h8", 3_000),
-            ("h9", 4_000)
+            ("h7", 4_000),
+            ("h8", 4_000),
+            ("h9", 6_000)
         ]
         .map(|(id, t)| (id.to_string(), t))
     );
@@ -616,12 +657,16 @@ fn key_history_lists_every_version_in_order_and_pages() {
             .unwrap()
             .map(|kv| kv.version)
     };
-    assert_eq!(at(&mut engine, v(3, 1)), Some(v(3, 1)));
+    assert_eq!(at(&mut engine, v(4, 1)), Some(v(4, 1)));
+    assert_eq!(at(&mut engine, v(4, 0)), Some(v(2, 0)));
     assert_eq!(at(&mut engine, v(2, 7)), Some(v(2, 0)));
+    assert_eq!(at(&mut engine, v(3, 0)), Some(v(2, 0)));
+    assert_eq!(at(&mut engine, v(5, 0)), Some(v(4, 2)));
+    assert_eq!(at(&mut engine, v(9, 0)), Some(v(6, 0)));
     assert_eq!(at(&mut engine, v(0, 0)), None);
     assert_eq!(
         engine.state().get(&part(0), b"a/0").unwrap().version,
-        v(4, 0)
+        v(6, 0)
     );
 
     for page in 1..=4 {
@@ -639,15 +684,23 @@ fn key_history_lists_every_version_in_order_and_pages() {
         assert_eq!(paged, expected, "page size {page}");
     }
     assert!(engine
-        .key_history(&part(0), b"a/0", Some(v(4, 0)), 10)
+        .key_history(&part(0), b"a/0", Some(v(6, 0)), 10)
         .unwrap()
         .is_empty());
     assert_eq!(
         engine
-            .key_history(&part(0), b"a/0", Some(v(3, 1)), 1)
+            .key_history(&part(0), b"a/0", Some(v(4, 1)), 1)
             .unwrap()[0]
             .version,
-        v(3, 2)
+        v(4, 2)
+    );
+    // After a position in a block (and a run) without the key.
+    assert_eq!(
+        engine
+            .key_history(&part(0), b"a/0", Some(v(3, 0)), 1)
+            .unwrap()[0]
+            .version,
+        v(4, 1)
     );
     assert!(engine
         .key_history(&part(0), b"a/0", None, 0)
@@ -664,6 +717,21 @@ fn key_history_lists_every_version_in_order_and_pages() {
         .key_history(&part(2), b"a/0", None, 10)
         .unwrap()
         .is_empty());
+    let b1: Vec<_> = engine
+        .key_history(&part(0), b"b/1", None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.version)
+        .collect();
+    assert_eq!(b1, [v(1, 2), v(3, 0), v(5, 0), v(7, 0)]);
+    drop(engine);
+    let runs = history_runs(dir.path());
+    if reopen {
+        assert_eq!(runs, [1, 2, 3, 4, 5, 6, 7]);
+    } else {
+        assert_eq!(runs, [1]);
+    }
+    ledger::verify::verify_data_dir(dir.path(), &mut |_, _| {}).unwrap();
 }
 
 #[test]

@@ -419,6 +419,19 @@ fn positions(rows: Vec<(i64, String)>) -> Result<Vec<(i64, i32)>, LedgerError> {
     Ok(out)
 }
 
+/// The versions listed by grouped key history rows (`height`, indexes).
+fn versions(rows: Vec<(i64, String)>) -> Result<Vec<Version>, LedgerError> {
+    positions(rows)?
+        .into_iter()
+        .map(|(h, i)| {
+            Ok(Version {
+                height: to_u64(h, 0, "height")?,
+                index: i as u32,
+            })
+        })
+        .collect()
+}
+
 /// The indexes of a grouped index row; anything else than a list of
 /// non-negative integers is corruption.
 fn parse_positions(height: i64, idxs: &str) -> Result<Vec<i32>, LedgerError> {
@@ -1006,9 +1019,15 @@ pub struct StateBlock<'a> {
 /// are written once per key for the whole group (the last write wins), which
 /// is what makes grouping pay when the writer has fallen behind; history
 /// keeps every version.
-fn write_state(conn: &mut SqliteConnection, blocks: &[StateBlock<'_>]) -> Result<(), LedgerError> {
+/// Key history rows go into `run` (see [`StateStore::commit`]); returns
+/// how many were written.
+fn write_state(
+    conn: &mut SqliteConnection,
+    run: i64,
+    blocks: &[StateBlock<'_>],
+) -> Result<usize, LedgerError> {
     let Some(last) = blocks.last() else {
-        return Ok(());
+        return Ok(0);
     };
     let mut net: BTreeMap<(&PartitionId, &[u8]), &NetWrite<'_>> = BTreeMap::new();
     let mut roots: BTreeMap<&PartitionId, (&Hash, u64)> = BTreeMap::new();
@@ -1071,6 +1090,7 @@ fn write_state(conn: &mut SqliteConnection, blocks: &[StateBlock<'_>]) -> Result
         .iter()
         .map(|(p, key, h, idxs)| {
             (
+                key_history::run.eq(run),
                 key_history::partition.eq(name_of(p)),
                 key_history::key.eq(*key),
                 key_history::height.eq(*h),
@@ -1096,7 +1116,7 @@ fn write_state(conn: &mut SqliteConnection, blocks: &[StateBlock<'_>]) -> Result
     for (p, k) in &deletes {
         diesel::delete(state::table.find((*p, *k))).execute(conn)?;
     }
-    for chunk in history.chunks(SQL_VARIABLES_MAX / 4) {
+    for chunk in history.chunks(SQL_VARIABLES_MAX / 5) {
         diesel::insert_into(key_history::table)
             .values(chunk)
             .execute(conn)?;
@@ -1113,12 +1133,29 @@ fn write_state(conn: &mut SqliteConnection, blocks: &[StateBlock<'_>]) -> Result
             applied::block_hash.eq(last.hash.0.to_vec()),
         ))
         .execute(conn)?;
-    Ok(())
+    Ok(history.len())
+}
+
+/// Key history rows a run holds before the writer starts the next one. A
+/// commit dirties at most the current run's pages (~65,000 rows of ~50
+/// bytes: ~200 pages of 16 KiB) whatever the history's length, and a
+/// lookup of one key costs one index seek per run (~230 runs after 10
+/// million transfers).
+const RUN_ROWS_MAX: usize = 1 << 16;
+
+/// The key history run the writer is filling: its first height, and the
+/// rows written into it so far.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: i64,
+    rows: usize,
 }
 
 /// The state database.
 pub struct StateStore {
     conn: SqliteConnection,
+    /// None until the first commit of this open, which starts a run.
+    run: Option<Run>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -1135,6 +1172,7 @@ impl StateStore {
         std::fs::create_dir_all(dir)?;
         Ok(StateStore {
             conn: open(&dir.join(STATE_FILE), sync, STATE_MIGRATIONS)?,
+            run: None,
         })
     }
 
@@ -1219,9 +1257,52 @@ impl StateStore {
 
     /// Commits blocks' effects on the state, in order, in one SQLite
     /// transaction (several when the writer has fallen behind).
+    ///
+    /// Key history goes into runs of consecutive commits, each named by its
+    /// first height. Runs only ever start at a commit's first block, in
+    /// commit order, so the rows of height `h` are in the latest run that
+    /// starts at or before `h`, and a later run holds only later heights:
+    /// what the lookups below rely on.
     pub fn commit(&mut self, blocks: &[StateBlock<'_>]) -> Result<(), LedgerError> {
-        self.conn
-            .immediate_transaction(|conn| write_state(conn, blocks))
+        let Some(first) = blocks.first() else {
+            return Ok(());
+        };
+        let run = match self.run {
+            Some(run) if run.rows < RUN_ROWS_MAX => run,
+            _ => Run {
+                start: to_i64(first.height, first.height, "height")?,
+                rows: 0,
+            },
+        };
+        let rows = self
+            .conn
+            .immediate_transaction(|conn| write_state(conn, run.start, blocks))?;
+        self.run = Some(Run {
+            start: run.start,
+            rows: run.rows + rows,
+        });
+        Ok(())
+    }
+
+    /// The first run, or the first after `after`.
+    fn run_after(&mut self, after: Option<i64>) -> Result<Option<i64>, LedgerError> {
+        Ok(key_history::table
+            .select(key_history::run)
+            .filter(key_history::run.gt(after.unwrap_or(-1)))
+            .order(key_history::run.asc())
+            .first(&mut self.conn)
+            .optional()?)
+    }
+
+    /// The last run that starts at or before `height`: the one holding that
+    /// height's rows, if it has any.
+    fn run_at_or_before(&mut self, height: i64) -> Result<Option<i64>, LedgerError> {
+        Ok(key_history::table
+            .select(key_history::run)
+            .filter(key_history::run.le(height))
+            .order(key_history::run.desc())
+            .first(&mut self.conn)
+            .optional()?)
     }
 
     /// Where a key was written, oldest first, after `after` if given, at
@@ -1235,25 +1316,37 @@ impl StateStore {
         limit: usize,
     ) -> Result<Vec<Version>, LedgerError> {
         let ah = after.map_or(-1i64, |v| bound(v.height));
-        // Each row lists at least one version; the row at `after`'s height
-        // may list only earlier ones, hence one more row than versions.
-        let rows: Vec<(i64, String)> = key_history::table
-            .filter(key_history::partition.eq(partition.to_string()))
-            .filter(key_history::key.eq(key))
-            .filter(key_history::height.ge(ah))
-            .order(key_history::height.asc())
-            .limit((limit as i64).saturating_add(1))
-            .select((key_history::height, key_history::idxs))
-            .load(&mut self.conn)?;
+        let name = partition.to_string();
+        let mut run = match after {
+            Some(_) => match self.run_at_or_before(ah)? {
+                Some(r) => Some(r),
+                None => self.run_after(None)?,
+            },
+            None => self.run_after(None)?,
+        };
         let mut out = Vec::new();
-        for (h, i) in positions(rows)? {
-            let v = Version {
-                height: to_u64(h, 0, "height")?,
-                index: i as u32,
-            };
-            if after.is_none_or(|a| v > a) && out.len() < limit {
-                out.push(v);
+        while let Some(r) = run {
+            if out.len() >= limit {
+                break;
             }
+            // Each row lists at least one version; the row at `after`'s
+            // height may list only earlier ones, hence one more row than
+            // versions.
+            let rows: Vec<(i64, String)> = key_history::table
+                .filter(key_history::run.eq(r))
+                .filter(key_history::partition.eq(&name))
+                .filter(key_history::key.eq(key))
+                .filter(key_history::height.ge(ah))
+                .order(key_history::height.asc())
+                .limit(((limit - out.len()) as i64).saturating_add(1))
+                .select((key_history::height, key_history::idxs))
+                .load(&mut self.conn)?;
+            for v in versions(rows)? {
+                if after.is_none_or(|a| v > a) && out.len() < limit {
+                    out.push(v);
+                }
+            }
+            run = self.run_after(Some(r))?;
         }
         Ok(out)
     }
@@ -1267,26 +1360,35 @@ impl StateStore {
         at: Version,
     ) -> Result<Option<Version>, LedgerError> {
         let h = bound(at.height);
-        // The row at `at`'s height may list only later versions: two rows.
-        let rows: Vec<(i64, String)> = key_history::table
-            .filter(key_history::partition.eq(partition.to_string()))
-            .filter(key_history::key.eq(key))
-            .filter(key_history::height.le(h))
-            .order(key_history::height.desc())
-            .limit(2)
-            .select((key_history::height, key_history::idxs))
-            .load(&mut self.conn)?;
-        let mut best: Option<Version> = None;
-        for (h, i) in positions(rows)? {
-            let v = Version {
-                height: to_u64(h, 0, "height")?,
-                index: i as u32,
-            };
-            if v <= at && best.is_none_or(|b| v > b) {
-                best = Some(v);
+        let name = partition.to_string();
+        let mut run = self.run_at_or_before(h)?;
+        while let Some(r) = run {
+            // The row at `at`'s height may list only later versions: two
+            // rows.
+            let rows: Vec<(i64, String)> = key_history::table
+                .filter(key_history::run.eq(r))
+                .filter(key_history::partition.eq(&name))
+                .filter(key_history::key.eq(key))
+                .filter(key_history::height.le(h))
+                .order(key_history::height.desc())
+                .limit(2)
+                .select((key_history::height, key_history::idxs))
+                .load(&mut self.conn)?;
+            let mut best: Option<Version> = None;
+            for v in versions(rows)? {
+                if v <= at && best.is_none_or(|b| v > b) {
+                    best = Some(v);
+                }
             }
+            if best.is_some() {
+                return Ok(best);
+            }
+            run = match r.checked_sub(1) {
+                Some(before) => self.run_at_or_before(before)?,
+                None => None,
+            };
         }
-        Ok(best)
+        Ok(None)
     }
 
     /// Every key-history row up to `max_height`, sorted: for `verify`.

@@ -60,7 +60,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    key_history (partition, key, height) {
+    key_history (run, partition, key, height) {
+        run -> BigInt,
         partition -> Text,
         key -> Binary,
         height -> BigInt,
