@@ -1002,9 +1002,6 @@ pub struct KeyVersion {
     pub timestamp: Timestamp,
 }
 
-/// One write as a history row: partition, key, height, index in block.
-type HistoryRow<'a> = (&'a PartitionId, &'a [u8], i64, i32);
-
 /// One block's effect on the state, for [`StateStore::commit`].
 #[derive(Debug)]
 pub struct StateBlock<'a> {
@@ -1029,72 +1026,95 @@ fn write_state(
     let Some(last) = blocks.last() else {
         return Ok(0);
     };
-    let mut net: BTreeMap<(&PartitionId, &[u8]), &NetWrite<'_>> = BTreeMap::new();
+    // Per partition (in partition order): each block's net writes (sorted
+    // by key) and every write of the history, in block order. Sorting then
+    // compares keys only, never partition ids.
+    #[derive(Default)]
+    struct Touched<'a> {
+        net: Vec<&'a [NetWrite<'a>]>,
+        history: Vec<(&'a [u8], i64, u32)>,
+    }
+    let mut parts: BTreeMap<&PartitionId, Touched<'_>> = BTreeMap::new();
     let mut roots: BTreeMap<&PartitionId, (&Hash, u64)> = BTreeMap::new();
     for b in blocks {
         for (pid, writes) in &b.changes.partitions {
-            for w in writes {
-                net.insert((*pid, w.key), w);
-            }
+            parts.entry(*pid).or_default().net.push(writes);
         }
         for (pid, root, h) in b.roots {
             roots.insert(pid, (root, *h));
         }
-    }
-    let mut names: BTreeMap<&PartitionId, String> = BTreeMap::new();
-    for pid in net.keys().map(|(p, _)| *p).chain(roots.keys().copied()) {
-        names.entry(pid).or_insert_with(|| pid.to_string());
-    }
-    let name_of = |p: &PartitionId| names.get(p).map_or("", String::as_str);
-    let mut upserts = Vec::with_capacity(net.len());
-    let mut deletes: Vec<(&str, &[u8])> = Vec::new();
-    for ((pid, key), w) in &net {
-        match w.value {
-            Some(v) => upserts.push((
-                state::partition.eq(name_of(pid)),
-                state::key.eq(*key),
-                state::value.eq(v),
-                state::height.eq(to_i64(w.version.height, last.height, "height")?),
-                state::idx.eq(w.version.index as i32),
-            )),
-            None => deletes.push((name_of(pid), *key)),
-        }
-    }
-    // History in its primary-key order (partition, key, height, index):
-    // consecutive rows then land on neighbouring B-tree pages instead of
-    // random ones, which measured several times faster.
-    let mut versions: Vec<HistoryRow<'_>> = Vec::new();
-    for b in blocks {
         let h = to_i64(b.height, b.height, "height")?;
         for (i, o) in b.outcomes.iter().enumerate() {
-            versions.extend(
-                o.writes
-                    .iter()
-                    .map(|w| (&w.partition, w.key.as_slice(), h, i as i32)),
-            );
+            for w in &o.writes {
+                parts.entry(&w.partition).or_default().history.push((
+                    w.key.as_slice(),
+                    h,
+                    i as u32,
+                ));
+            }
         }
     }
-    versions.sort_unstable();
-    // One row per key and block, listing the writers' positions.
-    let mut grouped: Vec<(&PartitionId, &[u8], i64, String)> = Vec::new();
-    for (p, key, h, i) in versions {
-        match grouped.last_mut() {
-            Some((gp, gk, gh, list)) if *gp == p && *gk == key && *gh == h => {
-                list.push(',');
-                list.push_str(&i.to_string());
+    let mut names: BTreeMap<&PartitionId, String> = BTreeMap::new();
+    for pid in parts.keys().chain(roots.keys()) {
+        names.entry(*pid).or_insert_with(|| pid.to_string());
+    }
+    let name_of = |p: &PartitionId| names.get(p).map_or("", String::as_str);
+    let mut upserts = Vec::new();
+    let mut deletes: Vec<(&str, &[u8])> = Vec::new();
+    // One row per key and block, listing the writers' positions; the lists
+    // share one buffer.
+    let mut lists = String::new();
+    let mut grouped: Vec<(&str, &[u8], i64, std::ops::Range<usize>)> = Vec::new();
+    for (pid, touched) in &mut parts {
+        let name = name_of(pid);
+        // The last write of each key over the group wins: a stable sort
+        // keeps block order among equal keys.
+        let mut net: Vec<&NetWrite<'_>> = touched.net.iter().flat_map(|w| w.iter()).collect();
+        net.sort_by(|a, b| a.key.cmp(b.key));
+        for (k, w) in net.iter().enumerate() {
+            if net.get(k + 1).is_some_and(|next| next.key == w.key) {
+                continue;
             }
-            _ => grouped.push((p, key, h, i.to_string())),
+            match w.value {
+                Some(v) => upserts.push((
+                    state::partition.eq(name),
+                    state::key.eq(w.key),
+                    state::value.eq(v),
+                    state::height.eq(to_i64(w.version.height, last.height, "height")?),
+                    state::idx.eq(w.version.index as i32),
+                )),
+                None => deletes.push((name, w.key)),
+            }
+        }
+        // History in its key order (partition, key, height, index):
+        // consecutive rows then land on neighbouring B-tree pages instead
+        // of random ones. Stable: equal keys stay in (height, index) order.
+        touched.history.sort_by(|a, b| a.0.cmp(b.0));
+        for &(key, h, i) in &touched.history {
+            use std::fmt::Write as _;
+            match grouped.last_mut() {
+                Some((gp, gk, gh, list)) if *gp == name && *gk == key && *gh == h => {
+                    // Writing into a String cannot fail.
+                    let _ = write!(lists, ",{i}");
+                    list.end = lists.len();
+                }
+                _ => {
+                    let from = lists.len();
+                    let _ = write!(lists, "{i}");
+                    grouped.push((name, key, h, from..lists.len()));
+                }
+            }
         }
     }
     let history: Vec<_> = grouped
         .iter()
-        .map(|(p, key, h, idxs)| {
+        .map(|(name, key, h, list)| {
             (
                 key_history::run.eq(run),
-                key_history::partition.eq(name_of(p)),
+                key_history::partition.eq(*name),
                 key_history::key.eq(*key),
                 key_history::height.eq(*h),
-                key_history::idxs.eq(idxs.as_str()),
+                key_history::idxs.eq(&lists[list.clone()]),
             )
         })
         .collect();
