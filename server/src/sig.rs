@@ -26,11 +26,11 @@ pub fn verify(scheme: SignatureScheme, public_key_hex: &str, message: &[u8], sig
             let (Ok(pk), Ok(sig)) = (<[u8; 32]>::try_from(pk), <[u8; 64]>::try_from(sig)) else {
                 return false;
             };
-            ed25519_dalek::VerifyingKey::from_bytes(&pk)
-                .and_then(|vk| {
+            ed25519_key(&pk)
+                .is_some_and(|vk| {
                     vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
+                        .is_ok()
                 })
-                .is_ok()
         }
         SignatureScheme::MlDsa65 => {
             let (Ok(pk), Ok(sig)) = (
@@ -45,6 +45,30 @@ pub fn verify(scheme: SignatureScheme, public_key_hex: &str, message: &[u8], sig
             ml_dsa::VerifyingKey::<MlDsa65>::decode(&pk).verify_with_context(message, &[], &sig)
         }
     }
+}
+
+/// Ed25519 public keys most recently used, decompressed: decompressing a
+/// point is a field square root, ~15% of a verification, and a consortium
+/// has few keys that sign many transactions.
+const ED25519_KEYS_CACHED_MAX: usize = 4096;
+
+fn ed25519_key(pk: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    static KEYS: OnceLock<RwLock<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> =
+        OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(vk) = keys.read().ok().and_then(|k| k.get(pk).copied()) {
+        return Some(vk);
+    }
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(pk).ok()?;
+    if let Ok(mut k) = keys.write() {
+        if k.len() >= ED25519_KEYS_CACHED_MAX {
+            k.clear();
+        }
+        k.insert(*pk, vk);
+    }
+    Some(vk)
 }
 
 /// A private signing key of either scheme.
