@@ -929,6 +929,9 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
             )
             .collect::<Result<_, _>>()?
     };
+    // Building the requests may have taken longer than the node keeps an
+    // idle connection open.
+    let mut c = Conn::open(addrs[0])?;
     let stages_before = stage_totals(&mut c)?;
     // Committed so far, for the progress display.
     let committed_so_far = Arc::new(AtomicU64::new(0));

@@ -26,11 +26,10 @@ pub fn verify(scheme: SignatureScheme, public_key_hex: &str, message: &[u8], sig
             let (Ok(pk), Ok(sig)) = (<[u8; 32]>::try_from(pk), <[u8; 64]>::try_from(sig)) else {
                 return false;
             };
-            ed25519_key(&pk)
-                .is_some_and(|vk| {
-                    vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
-                        .is_ok()
-                })
+            ed25519_key(&pk).is_some_and(|vk| {
+                vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
+                    .is_ok()
+            })
         }
         SignatureScheme::MlDsa65 => {
             let (Ok(pk), Ok(sig)) = (
@@ -55,8 +54,7 @@ const ED25519_KEYS_CACHED_MAX: usize = 4096;
 fn ed25519_key(pk: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
     use std::collections::HashMap;
     use std::sync::{OnceLock, RwLock};
-    static KEYS: OnceLock<RwLock<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> =
-        OnceLock::new();
+    static KEYS: OnceLock<RwLock<HashMap<[u8; 32], ed25519_dalek::VerifyingKey>>> = OnceLock::new();
     let keys = KEYS.get_or_init(Default::default);
     if let Some(vk) = keys.read().ok().and_then(|k| k.get(pk).copied()) {
         return Some(vk);
