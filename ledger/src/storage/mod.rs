@@ -1016,6 +1016,7 @@ pub struct StateBlock<'a> {
 /// are written once per key for the whole group (the last write wins), which
 /// is what makes grouping pay when the writer has fallen behind; history
 /// keeps every version.
+///
 /// Key history rows go into `run` (see [`StateStore::commit`]); returns
 /// how many were written.
 fn write_state(
