@@ -234,17 +234,12 @@ fn id_bucket_rows(digests: &[IdDigest]) -> Vec<(u8, Vec<u8>)> {
     entries.sort_unstable();
     let mut rows: Vec<(u8, Vec<u8>)> = Vec::new();
     for (d, i) in entries {
-        match rows.last_mut() {
-            Some((bucket, bytes)) if *bucket == d[0] => {
-                bytes.extend_from_slice(&d);
-                bytes.extend_from_slice(&i.to_be_bytes());
-            }
-            _ => {
-                let mut bytes = Vec::with_capacity(ID_ENTRY_BYTES * 16);
-                bytes.extend_from_slice(&d);
-                bytes.extend_from_slice(&i.to_be_bytes());
-                rows.push((d[0], bytes));
-            }
+        if rows.last().is_none_or(|(bucket, _)| *bucket != d[0]) {
+            rows.push((d[0], Vec::with_capacity(ID_ENTRY_BYTES * 16)));
+        }
+        if let Some((_, bytes)) = rows.last_mut() {
+            bytes.extend_from_slice(&d);
+            bytes.extend_from_slice(&i.to_be_bytes());
         }
     }
     rows

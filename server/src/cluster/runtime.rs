@@ -443,11 +443,7 @@ impl ReadBarrier {
             self.events
                 .send(RaftEvent::ReadIndex(tx))
                 .map_err(|_| NodeError::Failed("the Raft runtime has stopped".into()))?;
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(NodeError::NoLeader);
-            }
-            let until = deadline.min(now + READ_INDEX_RETRY);
+            let until = deadline.min(tokio::time::Instant::now() + READ_INDEX_RETRY);
             match tokio::time::timeout_at(until, rx).await {
                 Ok(Ok(index)) => break index,
                 // Refused (no leader known): wait out this try, then ask again.
