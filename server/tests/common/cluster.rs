@@ -8,7 +8,7 @@
 //! `PARLEDGER_CLUSTER_TEST_LOGS=DIR` keeps the nodes' logs; on failure
 //! their tails are printed.
 
-use super::{free_port, run_parledger, try_send_within, Reply, Req, DEMO_PASSWORD};
+use super::{free_ports, run_parledger, try_send_within, Reply, Req, DEMO_PASSWORD};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -178,11 +178,13 @@ impl Cluster {
             path("certs"),
         ]);
         run_parledger(["keygen".into(), "--out".into(), path("jwt-ed25519.pem")]);
+        let ports = free_ports(2 * total);
         let nodes = (1..=total as u64)
-            .map(|id| Node {
+            .zip(ports.chunks_exact(2))
+            .map(|(id, ports)| Node {
                 id,
-                api: free_port(),
-                peer: free_port(),
+                api: ports[0],
+                peer: ports[1],
                 child: None,
                 paused: false,
                 join: id > NODES as u64,

@@ -30,6 +30,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// between our probe and the server's bind).
 const START_ATTEMPTS: usize = 3;
 
+/// `n` distinct free ports: every listener is held until all are chosen,
+/// so that the kernel cannot hand one port out twice (as `n` calls of
+/// [`free_port`] can, which once gave two nodes of a cluster one port).
+#[allow(dead_code)] // Not every test binary starts several servers.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
