@@ -356,10 +356,29 @@ fn a_follower_left_behind_by_compaction_catches_up_from_a_snapshot() {
     // The follower's log may hold entries past what it applied, but none
     // the leader had not yet appended when it died: the leader's last index
     // now bounds everything the follower has.
-    let follower_has = get_json(c.port(leader), "/v1/cluster/status", None)
-        .and_then(|v| v["last_index"].as_u64())
-        .unwrap_or(0)
-        .max(follower_applied);
+    // The status is published as the leader goes, so its first answer may
+    // predate the kill; one that moved past it was published after it (the
+    // load keeps appending). A missed or stale answer would understate the
+    // bound, and the others could then compact to a point the follower still
+    // has, so that it never needs the snapshot under test.
+    let last_index = || {
+        get_json(c.port(leader), "/v1/cluster/status", None).and_then(|v| v["last_index"].as_u64())
+    };
+    let deadline = Instant::now() + START_BOUND;
+    let mut first_seen = None;
+    let leader_last = loop {
+        match (first_seen, last_index()) {
+            (None, Some(i)) => first_seen = Some(i),
+            (Some(seen), Some(i)) if i > seen => break i,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not report a last index after the kill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let follower_has = leader_last.max(follower_applied);
     c.note(format!(
         "SIGKILL follower node {} at applied index {follower_applied}, log at most {follower_has}",
         c.nodes[follower].id
