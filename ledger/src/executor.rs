@@ -2,14 +2,17 @@
 //!
 //! 1. **Admit** (parallel): check limits and duplicate ids, decode arguments,
 //!    collect each call's footprint. Failures become rejected outcomes.
-//! 2. **Schedule**: walk the batch in block order and add an edge `i -> j`
-//!    whenever `j` touches something `i` touched before it and one of them
-//!    writes (reads by many readers are not ordered among themselves). The
-//!    graph is acyclic by construction (edges point forward in block order).
-//! 3. **Run** (parallel): a transaction starts when every predecessor has
-//!    finished, on the rayon pool. It therefore sees exactly the values that
-//!    sequential execution in block order would show it, so the outcome equals
-//!    sequential execution, with no aborts and no re-execution.
+//! 2. **Plan** (see [`Plan`]): deal the transactions to lanes, one per
+//!    thread, by partition; find the keys that transactions of different
+//!    lanes share, and add an edge `i -> j` between two such transactions
+//!    on different lanes whenever `j` touches a shared key `i` touched
+//!    before it and one of them writes (reads by many readers are not
+//!    ordered among themselves). Edges point forward in block order.
+//! 3. **Run** (parallel): each lane runs its transactions in block order on
+//!    its own overlay, a transaction waiting only for its predecessors on
+//!    other lanes. Every transaction therefore sees exactly the values that
+//!    sequential execution in block order would show it, so the outcome
+//!    equals sequential execution, with no aborts and no re-execution.
 //!
 //! [`Executor::execute_sequential`] is the plain reference: one transaction
 //! after another. Property tests hold the two equal.
@@ -25,9 +28,8 @@ use crate::versions::ChaincodeVersion;
 use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Ids already applied in earlier blocks, by digest. An id is applied at
@@ -77,9 +79,12 @@ pub enum Schedule {
     /// executes in block order. Conflicts cost nothing, so hot keys run as
     /// fast as disjoint ones; the speedup is bounded by ~2.
     Pipeline,
-    /// Admission in parallel, then the dependency graph of footprints:
-    /// transactions with disjoint footprints run at once, conflicting ones
-    /// in block order. Scales with threads when conflicts are few.
+    /// Admission in parallel, then lanes (see [`Plan`]): one per thread, a
+    /// partition's transactions on one lane in block order, and conflicts
+    /// between lanes ordered by a dependency graph of the keys they share.
+    /// Scales with threads when partitions are many and conflicts between
+    /// them few. A batch that declares a key prefix (scans: governance and
+    /// membership calls) runs in block order after its parallel admission.
     Graph,
 }
 
@@ -163,11 +168,13 @@ impl Drop for UnwindFlag<'_> {
 /// chunk costs nothing.
 const PIPELINE_CHUNK: usize = 256;
 
-/// Below this ratio of transactions to critical-path length, a batch runs
-/// sequentially: waiting on each other would cost more than it saves.
+/// Below this ratio of transactions to the length of a plan's longest chain
+/// (edges and lane order together: at most the number of lanes), `Auto`
+/// runs a batch in block order: the lanes would mostly wait on each other.
 const PARALLELISM_MIN: f64 = 1.25;
 
-/// Transactions at the head of a batch whose graph forecasts the batch's.
+/// Transactions at the head of a batch whose key conflicts forecast the
+/// batch's (see [`key_parallelism`]).
 const SAMPLE_LEN: usize = 256;
 
 /// Forecast parallelism from which `Auto` prefers the graph to the
@@ -187,6 +194,9 @@ struct Ready {
     hashes: Vec<u64>,
     /// The distinct partitions declared, in order.
     partitions: Vec<PartitionId>,
+    /// Hash of the first declared partition: the graph schedule keeps the
+    /// transactions of one partition on one lane (see [`Plan`]).
+    home: u64,
 }
 
 /// Why a transaction was rejected before it ran.
@@ -207,9 +217,6 @@ impl Rejection {
 }
 
 type Admitted = Result<Ready, Rejection>;
-
-/// Keys written under declared prefixes, per partition.
-type Overlay = Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
 
 /// What a batch produced, in block order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,10 +346,10 @@ impl Executor {
     /// hot keys 2-5).
     fn sample_parallelism(&self, sample: &[Transaction], version: ChaincodeVersion) -> f64 {
         let admitted: Vec<Admitted> = sample.iter().map(|tx| self.admit(tx, version)).collect();
-        Graph::build(&admitted, 1).parallelism()
+        key_parallelism(&admitted)
     }
 
-    /// The dependency graph (see [`Schedule::Graph`]).
+    /// Lanes and their dependency graph (see [`Schedule::Graph`]).
     fn execute_graph(
         &self,
         pool: &rayon::ThreadPool,
@@ -354,24 +361,34 @@ impl Executor {
         let threads = pool.current_num_threads();
         let (digests, mut admitted): (Vec<IdDigest>, Vec<Admitted>) = pool.install(|| {
             use rayon::prelude::*;
-            // Indexed collection writes each result in place (an unzip would
-            // gather per-thread lists and copy them).
-            let mut pairs = Vec::with_capacity(txs.len());
+            // Indexed collection writes each result in place, in parallel.
+            let mut digests = Vec::with_capacity(txs.len());
+            let mut admitted = Vec::with_capacity(txs.len());
             txs.par_iter()
                 .with_min_len(64)
                 .map(|tx| (tx.id.digest(), self.admit(tx, block.chaincode_version)))
-                .collect_into_vec(&mut pairs);
-            pairs.into_iter().unzip()
+                .unzip_into_vecs(&mut digests, &mut admitted);
+            (digests, admitted)
         });
-        let duplicates = pool.install(|| duplicates_sharded(known, &digests, threads));
+        // Planning does not depend on which ids are duplicates: a duplicate
+        // keeps its place on its lane, and runs as the rejection it becomes
+        // below (its successors wait for it for nothing, which is rare).
+        let (duplicates, plan) = pool.install(|| {
+            rayon::join(
+                || duplicates_sharded(known, &digests, threads),
+                || Plan::build(&admitted, threads),
+            )
+        });
         for i in duplicates {
             admitted[i] = Err(duplicate(&txs[i]));
         }
-        let graph = pool.install(|| Graph::build(&admitted, threads));
-        let outcomes = if self.schedule == Schedule::Auto && graph.parallelism() < PARALLELISM_MIN {
-            self.run_sequential(state, block, txs, &admitted)
-        } else {
-            self.run_parallel(pool, state, block, txs, &admitted, graph)
+        let outcomes = match plan {
+            Some(plan)
+                if self.schedule != Schedule::Auto || plan.parallelism >= PARALLELISM_MIN =>
+            {
+                self.run_parallel(pool, state, block, txs, &admitted, plan)
+            }
+            _ => self.run_sequential(state, block, txs, &admitted),
         };
         executed(outcomes, admitted, digests, Some(pool))
     }
@@ -390,7 +407,6 @@ impl Executor {
         block: BlockInfo,
         txs: &[Transaction],
     ) -> Executed {
-        use std::sync::atomic::AtomicUsize;
         let chunks: Vec<OnceLock<Chunk>> = (0..txs.len().div_ceil(PIPELINE_CHUNK))
             .map(|_| OnceLock::new())
             .collect();
@@ -460,7 +476,7 @@ impl Executor {
                             duplicates.push(i);
                             duplicate(&txs[i]).outcome()
                         } else {
-                            self.step(&mut view, block, &txs[i], i, admitted)
+                            self.step(&mut view, &[], &[], block, &txs[i], i, admitted)
                         };
                         out.push(outcome);
                     }
@@ -494,11 +510,16 @@ impl Executor {
         }
     }
 
-    /// Executes one admitted transaction on the sequential view and makes
-    /// its writes visible to the transactions after it.
+    /// Executes one admitted transaction on a view and makes its writes
+    /// visible to the transactions after it: in the view's overlay, or in
+    /// `shared` for the declared accesses that `slots` gives a slot (lanes,
+    /// see [`Plan`]; the sequential runs pass none).
+    #[allow(clippy::too_many_arguments)]
     fn step<'a>(
         &self,
         view: &mut SeqView<'a>,
+        slots: &[u32],
+        shared: &Slots,
         block: BlockInfo,
         tx: &Transaction,
         index: usize,
@@ -510,13 +531,22 @@ impl Executor {
             Ok(ready) => ready,
         };
         view.hashes = &ready.hashes;
-        let outcome = self.call(tx, block, index, &ready.prepared, view);
+        let lane_view = LaneView {
+            private: view,
+            slots,
+            shared,
+        };
+        let outcome = self.call(tx, block, index, &ready.prepared, &lane_view);
         for w in &outcome.writes {
+            let declared = ready.prepared.footprint.key_index(&w.partition, &w.key);
+            if let Some(m) = shared_slot(slots, shared, declared) {
+                let mut sv = lock(m);
+                sv.value.clone_from(&w.value);
+                sv.written = true;
+                continue;
+            }
             // A declared key's hash was computed at admission.
-            let hash = ready
-                .prepared
-                .footprint
-                .key_index(&w.partition, &w.key)
+            let hash = declared
                 .and_then(|d| ready.hashes.get(d).copied())
                 .unwrap_or_else(|| key_hash(&w.partition, &w.key));
             view.write(hash, &w.partition, &w.key, &w.value);
@@ -574,10 +604,12 @@ impl Executor {
             accesses.iter().map(|a| a.partition.clone()).collect();
         // Accesses are sorted by partition, so equal partitions are adjacent.
         partitions.dedup();
+        let home = partitions.first().map_or(0, partition_hash);
         Ok(Ready {
             prepared,
             hashes,
             partitions,
+            home,
         })
     }
 
@@ -623,7 +655,7 @@ impl Executor {
         txs.iter()
             .zip(admitted)
             .enumerate()
-            .map(|(i, (tx, adm))| self.step(&mut view, block, tx, i, adm))
+            .map(|(i, (tx, adm))| self.step(&mut view, &[], &[], block, tx, i, adm))
             .collect()
     }
 
@@ -634,7 +666,7 @@ impl Executor {
         block: BlockInfo,
         txs: &[Transaction],
         admitted: &[Admitted],
-        graph: Graph<'_>,
+        mut plan: Plan,
     ) -> Vec<TxOutcome> {
         let results: Vec<OnceLock<TxOutcome>> = (0..txs.len()).map(|_| OnceLock::new()).collect();
         for (i, adm) in admitted.iter().enumerate() {
@@ -642,32 +674,51 @@ impl Executor {
                 let _ = results[i].set(rejected.outcome());
             }
         }
-        let shared = Shared::new(state, &graph);
+        let shared: Vec<CacheLine<Mutex<SlotValue>>> = (0..plan.slots)
+            .map(|_| CacheLine(Mutex::new(SlotValue::default())))
+            .collect();
+        let lanes = std::mem::take(&mut plan.lanes)
+            .into_iter()
+            .map(|txs| {
+                CacheLine(Lane {
+                    state: Mutex::new(LaneState {
+                        next: 0,
+                        view: SeqView::new(state, txs.len()),
+                    }),
+                    done: AtomicBool::new(txs.is_empty()),
+                    txs,
+                })
+            })
+            .collect::<Vec<_>>();
         let run = Run {
             exec: self,
             block,
             txs,
             admitted,
-            graph: &graph,
+            plan: &plan,
             shared: &shared,
             results: &results,
+            finished: AtomicUsize::new(lanes.iter().filter(|l| l.0.txs.is_empty()).count()),
+            lanes,
+            failed: AtomicBool::new(false),
         };
+        let threads = pool.current_num_threads();
         pool.install(|| {
             rayon::scope(|s| {
-                use rayon::prelude::*;
-                graph
-                    .roots
-                    .par_iter()
-                    .with_min_len(16)
-                    .for_each(|&i| run.chain(i, s));
+                for t in 1..threads {
+                    let run = &run;
+                    s.spawn(move |_| run.work(t));
+                }
+                run.work(0);
             })
         });
+        drop(run);
         results
             .into_iter()
             .map(|cell| {
-                // Every admitted transaction is reachable from a root of the
-                // acyclic graph and every other one was set above, so each
-                // cell holds exactly one outcome once the scope has ended.
+                // Every admitted transaction is on a lane, every lane ran to
+                // its end before the scope ended, and every other
+                // transaction was set above: each cell holds one outcome.
                 #[allow(clippy::expect_used)]
                 cell.into_inner().expect("every transaction was executed")
             })
@@ -812,14 +863,6 @@ impl ReadView for SeqView<'_> {
     }
 }
 
-fn range_under<'m, K: AsRef<[u8]> + Ord + std::borrow::Borrow<[u8]>, V>(
-    m: &'m BTreeMap<K, V>,
-    prefix: &'m [u8],
-) -> impl Iterator<Item = (&'m K, &'m V)> + 'm {
-    m.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-        .take_while(move |(k, _)| k.as_ref().starts_with(prefix))
-}
-
 /// Hash of a declared access: by partition and key (a prefix hashes like the
 /// key it is). One process-wide seed, so every thread agrees.
 fn access_hash(a: &Access) -> u64 {
@@ -883,248 +926,197 @@ impl std::hash::Hasher for PassThrough {
 }
 pub type PassThroughState = std::hash::BuildHasherDefault<PassThrough>;
 
-/// Conflict tracking for one exact key.
+/// Conflict tracking for one shared key while planning.
 #[derive(Default)]
 struct KeyRes {
     last_writer: Option<u32>,
     readers: Vec<u32>,
 }
 
-/// Conflict tracking for one declared prefix. Prefix accesses are ordered
-/// among themselves (even two scans: a deliberate over-approximation that
-/// keeps the graph linear in size), and against every key access under them.
-struct PrefixRes<'a> {
-    prefix: &'a [u8],
-    last: Option<u32>,
-    key_accesses_since: Vec<u32>,
-}
-
-/// Slots are numbered per shard: `shard << SHARD_SHIFT | local`.
-const SHARD_SHIFT: u32 = 26;
-const LOCAL_MASK: u32 = (1 << SHARD_SHIFT) - 1;
-/// Marks a prefix declaration, which has no slot.
+/// Marks an access to a lane's private key (no shared slot).
 const NO_SLOT: u32 = u32::MAX;
-/// Shards of the graph builder (a power of two, at most 32: see `SHARD_SHIFT`).
-const SHARDS_MAX: usize = 32;
 
-/// What one shard of the builder produced.
-struct Shard<'a> {
-    /// Edges `(from, to)` between transactions, `from < to`. An edge may
-    /// appear in several shards; it is then counted (and released) once per
-    /// appearance, which keeps the counting exact.
-    edges: Vec<(u32, u32)>,
-    /// The (partition, key) of each of this shard's slots.
-    slot_keys: Vec<(&'a PartitionId, &'a [u8])>,
-    /// Slots by partition and key, for partitions with declared prefixes.
-    slots_by_key: HashMap<&'a PartitionId, BTreeMap<&'a [u8], u32>>,
+/// How long a lane waits for a predecessor on another lane before its
+/// thread looks for other work (spins of a few nanoseconds each: about one
+/// light call).
+const LANE_SPINS: u32 = 256;
+
+/// Transactions per step of the longest dependency chain of `admitted`,
+/// counting only key conflicts (reads by many readers are not ordered among
+/// themselves; a prefix counts as a key): a forecast of how much of a batch
+/// could run at once.
+fn key_parallelism(admitted: &[Admitted]) -> f64 {
+    // Per key: the depth of its last writer, and the deepest reader since.
+    let mut keys: HashMap<KeyRef<'_>, (u32, u32), PassThroughState> = HashMap::default();
+    let (mut count, mut longest) = (0usize, 0u32);
+    for ready in admitted.iter().flatten() {
+        count += 1;
+        let accesses = ready.prepared.footprint.accesses();
+        let entries: Vec<KeyRef<'_>> = accesses
+            .iter()
+            .zip(&ready.hashes)
+            .map(|(a, &hash)| {
+                let (Target::Key(k) | Target::Prefix(k)) = &a.target;
+                KeyRef {
+                    hash,
+                    partition: &a.partition,
+                    key: k.as_slice(),
+                }
+            })
+            .collect();
+        let mut depth = 0;
+        for (a, k) in accesses.iter().zip(&entries) {
+            let (written, read) = keys.get(k).copied().unwrap_or_default();
+            depth = depth.max(match a.mode {
+                Mode::Read => written,
+                Mode::Write => written.max(read),
+            });
+        }
+        depth += 1;
+        longest = longest.max(depth);
+        for (a, k) in accesses.iter().zip(entries) {
+            let e = keys.entry(k).or_default();
+            match a.mode {
+                Mode::Read => e.1 = e.1.max(depth),
+                Mode::Write => *e = (depth, 0),
+            }
+        }
+    }
+    count as f64 / longest.max(1) as f64
 }
 
-/// The dependency graph of one batch.
+/// How the graph schedule runs a batch: in lanes.
 ///
-/// Built in parallel: accesses are split into shards by the hash of their
-/// key (or of their partition, for partitions where prefixes are declared,
-/// so that prefix and key conflicts meet in one shard); each shard walks the
-/// whole batch in block order over its own accesses. Their edges are merged
-/// into one successor list per transaction.
-struct Graph<'a> {
-    succ_start: Vec<u32>,
-    succ: Vec<u32>,
-    /// Number of unfinished predecessor edges.
-    pending: Vec<AtomicU32>,
-    roots: Vec<u32>,
+/// Every key has a home lane: that of its partition, partitions being dealt
+/// to lanes by their number of transactions, largest first (or, when that
+/// leaves a lane more than 5% above an even share, because partitions are
+/// few, the key's hash decides). A transaction runs on the home lane of its
+/// first declared key, and each lane runs its transactions in block order.
+/// A key that only transactions of its home lane touch is the lane's
+/// *private* key: its writes go to the lane's own overlay, unlocked, and the
+/// lane's order orders its accesses. A key that a transaction of another
+/// lane touches (a cross-partition transfer's far account) is *shared*: its
+/// value lives in a slot every lane sees, and conflicting accesses to it on
+/// different lanes are ordered by edges. Edges point forward in block order
+/// and lanes run in block order, so the transaction a run waits for always
+/// comes first in the batch: there is no cycle, and the result is that of
+/// sequential execution. Most transactions of a batch touch one partition,
+/// so planning walks all keys only through a bit filter of the few shared
+/// ones, and execution mostly costs what the sequential reference's does.
+struct Plan {
+    /// Transactions per lane, in block order.
+    lanes: Vec<Vec<u32>>,
     /// Per transaction, where its accesses start in `slot_of_access`.
     access_start: Vec<u32>,
-    /// The slot of each declared exact key (`NO_SLOT` for prefixes).
-    slot_of_access: Vec<AtomicU32>,
-    shards: Vec<Shard<'a>>,
-    /// Partitions with declared prefixes, whose dynamically addressed keys
-    /// live in a per-partition overlay.
-    prefix_partitions: Vec<&'a PartitionId>,
-    admitted: usize,
-    critical_path: usize,
+    /// The shared slot of each declared access (`NO_SLOT`: private).
+    slot_of_access: Vec<u32>,
+    slots: usize,
+    succ_start: Vec<u32>,
+    succ: Vec<u32>,
+    /// Unfinished predecessors on other lanes.
+    pending: Vec<AtomicU32>,
+    /// Admitted transactions per step of the longest chain (edges and lane
+    /// order together): at most the number of lanes.
+    parallelism: f64,
 }
 
-impl<'a> Graph<'a> {
-    fn build(admitted: &'a [Admitted], shard_count: usize) -> Graph<'a> {
-        use rayon::prelude::*;
+impl Plan {
+    /// `None` when the batch declares a prefix: a scan would have to see
+    /// every lane's writes under it.
+    fn build(admitted: &[Admitted], count: usize) -> Option<Plan> {
         let n = admitted.len();
-        let shard_count = shard_count.clamp(1, SHARDS_MAX);
-        let mut prefix_partitions: Vec<&PartitionId> = admitted
-            .iter()
-            .flatten()
-            .flat_map(|r| r.prepared.footprint.accesses())
-            .filter(|a| matches!(a.target, Target::Prefix(_)))
-            .map(|a| &a.partition)
-            .collect();
-        prefix_partitions.sort();
-        prefix_partitions.dedup();
+        let count = count.max(1);
+        let has_prefix = admitted.iter().flatten().any(|r| {
+            r.prepared
+                .footprint
+                .accesses()
+                .iter()
+                .any(|a| matches!(a.target, Target::Prefix(_)))
+        });
+        if has_prefix {
+            return None;
+        }
+        let by_partition = partition_lanes(admitted, count);
+        let lane_of_key = |a: &Access, hash: u64| -> u32 {
+            match &by_partition {
+                Some(lanes) => lanes
+                    .get(&partition_hash(&a.partition))
+                    .copied()
+                    .unwrap_or(0),
+                None => (hash % count as u64) as u32,
+            }
+        };
+
+        // Each transaction's lane; keys touched from another lane.
+        let mut tx_lane = vec![0u32; n];
         let mut access_start = Vec::with_capacity(n + 1);
         let mut total = 0u32;
-        for a in admitted {
+        let mut shared: HashMap<KeyRef<'_>, u32, PassThroughState> = HashMap::default();
+        for (i, adm) in admitted.iter().enumerate() {
             access_start.push(total);
-            if let Ok(r) = a {
-                total += r.prepared.footprint.accesses().len() as u32;
+            let Ok(r) = adm else { continue };
+            let accesses = r.prepared.footprint.accesses();
+            total += accesses.len() as u32;
+            let lane = match &by_partition {
+                Some(lanes) => lanes.get(&r.home).copied().unwrap_or(0),
+                None => r.hashes.first().map_or(0, |h| (h % count as u64) as u32),
+            };
+            tx_lane[i] = lane;
+            if by_partition.is_some() && r.partitions.len() < 2 {
+                // All in its home partition, hence on its lane.
+                continue;
+            }
+            for (a, &hash) in accesses.iter().zip(&r.hashes) {
+                let Target::Key(k) = &a.target else { continue };
+                if by_partition.is_some() && a.partition == r.partitions[0] {
+                    continue;
+                }
+                if lane_of_key(a, hash) != lane {
+                    let next = shared.len() as u32;
+                    shared
+                        .entry(KeyRef {
+                            hash,
+                            partition: &a.partition,
+                            key: k.as_slice(),
+                        })
+                        .or_insert(next);
+                }
             }
         }
         access_start.push(total);
-        let slot_of_access: Vec<AtomicU32> = (0..total).map(|_| AtomicU32::new(NO_SLOT)).collect();
-        let shard_of = |a: &Access, h: u64| -> usize {
-            let h = if prefix_partitions.binary_search(&&a.partition).is_ok() {
-                partition_hash(&a.partition)
-            } else {
-                h
-            };
-            (h % shard_count as u64) as usize
-        };
-        let shards: Vec<Shard<'a>> = (0..shard_count)
-            .into_par_iter()
-            .map(|k| {
-                build_shard(
-                    k as u32,
-                    shard_count,
-                    admitted,
-                    &access_start,
-                    &slot_of_access,
-                    &prefix_partitions,
-                    &|a, h| shard_of(a, h) == k,
-                )
-            })
-            .collect();
 
-        // Merge: count successors, lay them out contiguously, fill.
-        let mut indegree = vec![0u32; n];
-        let mut succ_start = vec![0u32; n + 1];
-        for sh in &shards {
-            for &(from, to) in &sh.edges {
-                succ_start[from as usize + 1] += 1;
-                indegree[to as usize] += 1;
+        // Edges between conflicting accesses of shared keys on different
+        // lanes (on one lane, its order already orders them).
+        let mut slot_of_access = vec![NO_SLOT; total as usize];
+        let mut edges: Vec<(u32, u32)> = Vec::new();
+        if !shared.is_empty() {
+            let bits = (shared.len() * 16).next_power_of_two();
+            let mut filter = vec![0u64; bits.div_ceil(64)];
+            for k in shared.keys() {
+                let b = k.hash as usize & (bits - 1);
+                filter[b / 64] |= 1 << (b % 64);
             }
-        }
-        for i in 0..n {
-            succ_start[i + 1] += succ_start[i];
-        }
-        let mut cursor = succ_start.clone();
-        let mut succ = vec![0u32; succ_start[n] as usize];
-        for sh in &shards {
-            for &(from, to) in &sh.edges {
-                succ[cursor[from as usize] as usize] = to;
-                cursor[from as usize] += 1;
-            }
-        }
-        // Edges point forward, so block order is a topological order.
-        let mut depth = vec![0u32; n];
-        let mut critical_path = 0;
-        let mut roots = Vec::new();
-        let mut count = 0;
-        for i in 0..n {
-            if admitted[i].is_err() {
-                continue;
-            }
-            count += 1;
-            if indegree[i] == 0 {
-                roots.push(i as u32);
-            }
-            let d = depth[i] + 1;
-            critical_path = critical_path.max(d as usize);
-            for &s in &succ[succ_start[i] as usize..succ_start[i + 1] as usize] {
-                depth[s as usize] = depth[s as usize].max(d);
-            }
-        }
-        Graph {
-            succ_start,
-            succ,
-            pending: indegree.into_iter().map(AtomicU32::new).collect(),
-            roots,
-            access_start,
-            slot_of_access,
-            shards,
-            prefix_partitions,
-            admitted: count,
-            critical_path,
-        }
-    }
-
-    /// Transactions per step of the longest dependency chain.
-    fn parallelism(&self) -> f64 {
-        self.admitted as f64 / self.critical_path.max(1) as f64
-    }
-
-    fn successors(&self, i: usize) -> &[u32] {
-        &self.succ[self.succ_start[i] as usize..self.succ_start[i + 1] as usize]
-    }
-
-    fn slot_keys(&self, slot: u32) -> (&'a PartitionId, &'a [u8]) {
-        self.shards[(slot >> SHARD_SHIFT) as usize].slot_keys[(slot & LOCAL_MASK) as usize]
-    }
-
-    /// The slot (shard-tagged) of an exact key under a declared prefix, if
-    /// any transaction declared that key exactly.
-    fn slot_by_key(&self, partition: &PartitionId, key: &[u8]) -> Option<u32> {
-        self.shards.iter().enumerate().find_map(|(shard, sh)| {
-            let local = *sh.slots_by_key.get(partition)?.get(key)?;
-            Some((shard as u32) << SHARD_SHIFT | local)
-        })
-    }
-}
-
-/// One shard's walk over the batch, in block order.
-fn build_shard<'a>(
-    shard: u32,
-    shards: usize,
-    admitted: &'a [Admitted],
-    access_start: &[u32],
-    slot_of_access: &[AtomicU32],
-    prefix_partitions: &[&PartitionId],
-    mine: &(dyn Fn(&Access, u64) -> bool + Sync),
-) -> Shard<'a> {
-    // Sized for this shard's share of the batch's accesses, so that the
-    // walk never rehashes.
-    let expected = (*access_start.last().unwrap_or(&0) as usize / shards.max(1)) + 16;
-    let mut key_index: HashMap<KeyRef<'a>, u32, PassThroughState> =
-        HashMap::with_capacity_and_hasher(expected, PassThroughState::default());
-    let mut keys: Vec<KeyRes> = Vec::with_capacity(expected);
-    let mut slot_keys: Vec<(&PartitionId, &[u8])> = Vec::with_capacity(expected);
-    let mut slots_by_key: HashMap<&PartitionId, BTreeMap<&[u8], u32>> = HashMap::new();
-    let mut prefixes: HashMap<&PartitionId, Vec<PrefixRes<'a>>> = HashMap::new();
-    let mut edges = Vec::new();
-    let mut deps: Vec<u32> = Vec::new();
-    for (i, adm) in admitted.iter().enumerate() {
-        let Ok(ready) = adm else { continue };
-        let me = i as u32;
-        deps.clear();
-        for (j, (a, &h)) in ready
-            .prepared
-            .footprint
-            .accesses()
-            .iter()
-            .zip(&ready.hashes)
-            .enumerate()
-        {
-            if !mine(a, h) {
-                continue;
-            }
-            match &a.target {
-                Target::Key(k) => {
-                    let kr = KeyRef {
-                        hash: h,
+            let mut res: Vec<KeyRes> = (0..shared.len()).map(|_| KeyRes::default()).collect();
+            let mut deps: Vec<u32> = Vec::new();
+            for (i, adm) in admitted.iter().enumerate() {
+                let Ok(r) = adm else { continue };
+                let me = i as u32;
+                deps.clear();
+                let accesses = r.prepared.footprint.accesses();
+                for (j, (a, &hash)) in accesses.iter().zip(&r.hashes).enumerate() {
+                    let b = hash as usize & (bits - 1);
+                    if filter[b / 64] & (1 << (b % 64)) == 0 {
+                        continue;
+                    }
+                    let Target::Key(k) = &a.target else { continue };
+                    let key = KeyRef {
+                        hash,
                         partition: &a.partition,
                         key: k.as_slice(),
                     };
-                    let r = *key_index.entry(kr).or_insert_with(|| {
-                        let r = keys.len() as u32;
-                        keys.push(KeyRes::default());
-                        slot_keys.push((&a.partition, k.as_slice()));
-                        if prefix_partitions.binary_search(&&a.partition).is_ok() {
-                            slots_by_key
-                                .entry(&a.partition)
-                                .or_default()
-                                .insert(k.as_slice(), r);
-                        }
-                        r
-                    });
-                    slot_of_access[(access_start[i] as usize) + j]
-                        .store(shard << SHARD_SHIFT | r, Ordering::Relaxed);
-                    let res = &mut keys[r as usize];
+                    let Some(&s) = shared.get(&key) else { continue };
+                    slot_of_access[access_start[i] as usize + j] = s;
+                    let res = &mut res[s as usize];
                     deps.extend(res.last_writer);
                     match a.mode {
                         Mode::Write => {
@@ -1133,111 +1125,121 @@ fn build_shard<'a>(
                         }
                         Mode::Read => res.readers.push(me),
                     }
-                    // Most batches declare no prefix: skip the lookup then.
-                    if let Some(list) = (!prefixes.is_empty())
-                        .then(|| prefixes.get_mut(&a.partition))
-                        .flatten()
-                    {
-                        for p in list.iter_mut().filter(|p| k.starts_with(p.prefix)) {
-                            deps.extend(p.last);
-                            p.key_accesses_since.push(me);
-                        }
-                    }
                 }
-                Target::Prefix(q) => {
-                    let list = prefixes.entry(&a.partition).or_default();
-                    if !list.iter().any(|p| p.prefix == q.as_slice()) {
-                        // Earlier accesses of keys under a new prefix must
-                        // precede it: seed it with their last writers and
-                        // readers (earlier ones are ordered before those).
-                        let mut since = Vec::new();
-                        if let Some(m) = slots_by_key.get(&a.partition) {
-                            for (_, &r) in range_under(m, q) {
-                                let res = &keys[r as usize];
-                                since.extend(res.last_writer);
-                                since.extend(res.readers.iter().copied());
-                            }
-                        }
-                        list.push(PrefixRes {
-                            prefix: q,
-                            last: None,
-                            key_accesses_since: since,
-                        });
-                    }
-                    for p in list
-                        .iter_mut()
-                        .filter(|p| p.prefix.starts_with(q) || q.starts_with(p.prefix))
-                    {
-                        deps.extend(p.last);
-                        deps.append(&mut p.key_accesses_since);
-                        p.last = Some(me);
-                    }
-                }
+                deps.sort_unstable();
+                deps.dedup();
+                let lane = tx_lane[i];
+                edges.extend(
+                    deps.iter()
+                        .filter(|&&d| d != me && tx_lane[d as usize] != lane)
+                        .map(|&d| (d, me)),
+                );
             }
         }
-        deps.sort_unstable();
-        deps.dedup();
-        edges.extend(deps.iter().filter(|&&d| d != me).map(|&d| (d, me)));
+
+        // Successor lists, counts, and the longest chain.
+        let mut indegree = vec![0u32; n];
+        let mut succ_start = vec![0u32; n + 1];
+        for &(from, to) in &edges {
+            succ_start[from as usize + 1] += 1;
+            indegree[to as usize] += 1;
+        }
+        for i in 0..n {
+            succ_start[i + 1] += succ_start[i];
+        }
+        let mut cursor = succ_start.clone();
+        let mut succ = vec![0u32; edges.len()];
+        for &(from, to) in &edges {
+            succ[cursor[from as usize] as usize] = to;
+            cursor[from as usize] += 1;
+        }
+        let mut lanes: Vec<Vec<u32>> = (0..count)
+            .map(|_| Vec::with_capacity(n / count + 16))
+            .collect();
+        let mut depth = vec![0u32; n];
+        let mut lane_depth = vec![0u32; count];
+        let (mut admitted_count, mut longest) = (0usize, 0u32);
+        for (i, adm) in admitted.iter().enumerate() {
+            if adm.is_err() {
+                continue;
+            }
+            admitted_count += 1;
+            let lane = tx_lane[i] as usize;
+            lanes[lane].push(i as u32);
+            let d = depth[i].max(lane_depth[lane]) + 1;
+            lane_depth[lane] = d;
+            longest = longest.max(d);
+            for &s in &succ[succ_start[i] as usize..succ_start[i + 1] as usize] {
+                depth[s as usize] = depth[s as usize].max(d);
+            }
+        }
+        Some(Plan {
+            lanes,
+            access_start,
+            slot_of_access,
+            slots: shared.len(),
+            succ_start,
+            succ,
+            pending: indegree.into_iter().map(AtomicU32::new).collect(),
+            parallelism: admitted_count as f64 / longest.max(1) as f64,
+        })
     }
-    Shard {
-        edges,
-        slot_keys,
-        slots_by_key,
+
+    fn successors(&self, i: usize) -> &[u32] {
+        &self.succ[self.succ_start[i] as usize..self.succ_start[i + 1] as usize]
+    }
+
+    /// The shared slots of transaction `i`'s declared accesses.
+    fn slots_of(&self, i: usize) -> &[u32] {
+        &self.slot_of_access[self.access_start[i] as usize..self.access_start[i + 1] as usize]
     }
 }
 
-/// A key's value during the batch.
+/// Lanes by partition (keyed by [`partition_hash`]): partitions dealt to
+/// `count` lanes by their number of transactions, largest first, each to
+/// the lightest lane so far. `None` when the heaviest lane would still carry
+/// more than 5% above an even share.
+fn partition_lanes(
+    admitted: &[Admitted],
+    count: usize,
+) -> Option<HashMap<u64, u32, PassThroughState>> {
+    if count < 2 {
+        return None;
+    }
+    let mut load: HashMap<u64, u64, PassThroughState> = HashMap::default();
+    let mut total = 0u64;
+    for r in admitted.iter().flatten() {
+        *load.entry(r.home).or_default() += 1;
+        total += 1;
+    }
+    let mut homes: Vec<(u64, u64)> = load.into_iter().collect();
+    // Ties by hash: any order would do, this one is stable.
+    homes.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut lane_load = vec![0u64; count];
+    let mut lanes = HashMap::with_capacity_and_hasher(homes.len(), PassThroughState::default());
+    for (home, n) in homes {
+        let lightest = (0..count).min_by_key(|&l| lane_load[l]).unwrap_or(0);
+        lane_load[lightest] += n;
+        lanes.insert(home, lightest as u32);
+    }
+    let heaviest = lane_load.iter().copied().max().unwrap_or(0);
+    (heaviest * count as u64 * 20 <= total * 21).then_some(lanes)
+}
+
+/// A shared key's value during the batch, once a transaction of the batch
+/// wrote it (until then, reads go to the base state).
 #[derive(Default)]
 struct SlotValue {
-    /// Whether `value` holds the key's current value (else: the base state's).
-    loaded: bool,
-    /// Whether some transaction of this batch wrote it.
     written: bool,
     value: Option<Vec<u8>>,
 }
 
-/// One value per cache line. Transactions that run at the same time are
-/// neighbours in block order, and so are their keys' slots: unpadded, two
-/// threads writing different keys would fight over one line.
+/// One value per cache line: lanes on different cores writing neighbouring
+/// slots would otherwise fight over one line.
 #[repr(align(64))]
 struct CacheLine<T>(T);
 
-/// State shared by the transactions of a batch while it runs. Conflicting
-/// transactions never run at once, so the locks are never contended by a
-/// reader and a writer of the same key: they exist to make sharing safe, not
-/// to order anything.
-struct Shared<'a> {
-    base: &'a State,
-    /// Per builder shard, one slot per distinct exact key.
-    slots: Vec<Vec<CacheLine<Mutex<SlotValue>>>>,
-    dynamic: HashMap<&'a PartitionId, Overlay>,
-}
-
-impl<'a> Shared<'a> {
-    fn new(base: &'a State, graph: &Graph<'a>) -> Self {
-        Shared {
-            base,
-            slots: graph
-                .shards
-                .iter()
-                .map(|sh| {
-                    (0..sh.slot_keys.len())
-                        .map(|_| CacheLine(Mutex::new(SlotValue::default())))
-                        .collect()
-                })
-                .collect(),
-            dynamic: graph
-                .prefix_partitions
-                .iter()
-                .map(|p| (*p, Mutex::new(BTreeMap::new())))
-                .collect(),
-        }
-    }
-
-    fn slot(&self, s: u32) -> &Mutex<SlotValue> {
-        &self.slots[(s >> SHARD_SHIFT) as usize][(s & LOCAL_MASK) as usize].0
-    }
-}
+type Slots = [CacheLine<Mutex<SlotValue>>];
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock means a thread panicked while holding it; chaincode
@@ -1246,158 +1248,168 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One transaction's window onto [`Shared`].
-struct TxView<'r, 'a> {
-    shared: &'r Shared<'a>,
-    graph: &'r Graph<'a>,
-    /// This transaction's entries of `graph.slot_of_access`.
-    slot_of_access: &'r [AtomicU32],
+/// One transaction's view: its lane's private overlay, and the shared slots
+/// of the accesses that have one.
+struct LaneView<'v, 'a> {
+    private: &'v SeqView<'a>,
+    /// This transaction's shared slot per declared access (empty: none).
+    slots: &'v [u32],
+    shared: &'v Slots,
 }
 
-impl TxView<'_, '_> {
-    fn slot_of(&self, partition: &PartitionId, key: &[u8], declared: Option<usize>) -> Option<u32> {
-        if let Some(d) = declared {
-            // Relaxed: the builder's stores happened before the scope that
-            // runs this transaction started.
-            let s = self.slot_of_access.get(d)?.load(Ordering::Relaxed);
-            return (s != NO_SLOT).then_some(s);
-        }
-        self.graph.slot_by_key(partition, key)
-    }
-
-    fn read_slot(&self, s: u32, f: &mut dyn FnMut(Option<&[u8]>)) {
-        let mut sv = lock(self.shared.slot(s));
-        if !sv.loaded {
-            let (p, k) = self.graph.slot_keys(s);
-            sv.value = self.shared.base.get(p, k).map(|e| e.value.clone());
-            sv.loaded = true;
-        }
-        f(sv.value.as_deref())
-    }
-
-    fn write(
-        &self,
-        partition: &PartitionId,
-        key: &[u8],
-        declared: Option<usize>,
-        value: &Option<Vec<u8>>,
-    ) {
-        if let Some(s) = self.slot_of(partition, key, declared) {
-            let mut sv = lock(self.shared.slot(s));
-            sv.value = value.clone();
-            sv.loaded = true;
-            sv.written = true;
-        } else if let Some(d) = self.shared.dynamic.get(partition) {
-            lock(d).insert(key.to_vec(), value.clone());
-        }
-    }
+/// The shared slot of declared access `declared`, if `slots` gives it one.
+fn shared_slot<'s>(
+    slots: &[u32],
+    shared: &'s Slots,
+    declared: Option<usize>,
+) -> Option<&'s Mutex<SlotValue>> {
+    let s = *slots.get(declared?)?;
+    (s != NO_SLOT).then(|| &shared[s as usize].0)
 }
 
-impl ReadView for TxView<'_, '_> {
+impl ReadView for LaneView<'_, '_> {
     fn read(&self, slot: Slot<'_>, f: &mut dyn FnMut(Option<&[u8]>)) {
-        if let Some(s) = self.slot_of(slot.partition, slot.key, slot.declared) {
-            return self.read_slot(s, f);
-        }
-        if let Some(d) = self.shared.dynamic.get(slot.partition) {
-            if let Some(v) = lock(d).get(slot.key) {
-                return f(v.as_deref());
+        if let Some(m) = shared_slot(self.slots, self.shared, slot.declared) {
+            let sv = lock(m);
+            if sv.written {
+                return f(sv.value.as_deref());
             }
+            // Not written in this batch yet. No writer of this key runs
+            // while this transaction does (edges order them), so the base
+            // value stays current while it is read.
+            drop(sv);
+            return f(self
+                .private
+                .base
+                .get(slot.partition, slot.key)
+                .map(|e| e.value.as_slice()));
         }
-        f(self
-            .shared
-            .base
-            .get(slot.partition, slot.key)
-            .map(|e| e.value.as_slice()))
+        self.private.read(slot, f)
     }
 
     fn scan(&self, partition: &PartitionId, prefix: &[u8]) -> KeyValues {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .shared
-            .base
-            .scan(partition, prefix)
-            .map(|(k, e)| (k.clone(), e.value.clone()))
-            .collect();
-        for (shard, sh) in self.graph.shards.iter().enumerate() {
-            let Some(m) = sh.slots_by_key.get(partition) else {
-                continue;
-            };
-            for (k, &local) in range_under(m, prefix) {
-                let sv = lock(self.shared.slot((shard as u32) << SHARD_SHIFT | local));
-                if sv.written {
-                    match &sv.value {
-                        Some(v) => merged.insert(k.to_vec(), v.clone()),
-                        None => merged.remove(*k),
-                    };
-                }
-            }
-        }
-        if let Some(d) = self.shared.dynamic.get(partition) {
-            let d = lock(d);
-            for (k, v) in range_under(&d, prefix) {
-                match v {
-                    Some(v) => merged.insert(k.clone(), v.clone()),
-                    None => merged.remove(k),
-                };
-            }
-        }
-        merged.into_iter().collect()
+        // A scan needs a declared prefix, and batches that declare one run
+        // on one view (see `Plan::build`): every write is private here.
+        self.private.scan(partition, prefix)
     }
 }
 
-/// Everything a running transaction needs, shared by reference.
+/// A lane: its transactions, and the state of whichever thread runs it.
+struct Lane<'a> {
+    txs: Vec<u32>,
+    state: Mutex<LaneState<'a>>,
+    done: AtomicBool,
+}
+
+struct LaneState<'a> {
+    /// Position in `txs` of the next transaction to run.
+    next: usize,
+    view: SeqView<'a>,
+}
+
+/// Everything the lanes share while a batch runs.
 struct Run<'r, 'a> {
     exec: &'r Executor,
     block: BlockInfo,
     txs: &'r [Transaction],
     admitted: &'a [Admitted],
-    graph: &'r Graph<'a>,
-    shared: &'r Shared<'a>,
+    plan: &'r Plan,
+    shared: &'r Slots,
     results: &'r [OnceLock<TxOutcome>],
+    lanes: Vec<CacheLine<Lane<'a>>>,
+    /// Lanes run to their end.
+    finished: AtomicUsize,
+    /// Set if a thread unwinds: the others stop instead of waiting for its
+    /// lane, and the scope re-raises its panic.
+    failed: AtomicBool,
 }
 
-impl<'r> Run<'r, '_> {
-    /// Runs `i`, then whichever successors it made ready: the first inline
-    /// (a chain of conflicts costs no hand-off), the rest as new tasks.
-    fn chain<'s>(&'s self, mut i: u32, scope: &rayon::Scope<'s>)
-    where
-        'r: 's,
-    {
-        loop {
-            let idx = i as usize;
-            if let Ok(Ready { prepared, .. }) = &self.admitted[idx] {
-                let g = self.graph;
-                let view = TxView {
-                    shared: self.shared,
-                    graph: g,
-                    slot_of_access: &g.slot_of_access
-                        [g.access_start[idx] as usize..g.access_start[idx + 1] as usize],
+impl<'a> Run<'_, 'a> {
+    /// Works until every lane is done: on lane `first` (modulo the lane
+    /// count) while it can, on any lane no other thread holds while it
+    /// waits. Any thread runs any free lane, so a batch completes on however
+    /// many threads show up (one included): the lowest unfinished
+    /// transaction is always ready, at the head of its lane.
+    fn work(&self, first: usize) {
+        let _guard = UnwindFlag(&self.failed);
+        let count = self.lanes.len();
+        let mut idle = 0u32;
+        while self.finished.load(Ordering::Acquire) < count {
+            if self.failed.load(Ordering::Acquire) {
+                return;
+            }
+            let mut progressed = false;
+            for off in 0..count {
+                let lane = &self.lanes[(first + off) % count].0;
+                if lane.done.load(Ordering::Acquire) {
+                    continue;
+                }
+                // Held by another thread (or poisoned by one that panicked,
+                // which `failed` reports).
+                let Ok(mut st) = lane.state.try_lock() else {
+                    continue;
                 };
-                let outcome = self
-                    .exec
-                    .call(&self.txs[idx], self.block, idx, prepared, &view);
-                for w in &outcome.writes {
-                    let declared = prepared.footprint.key_index(&w.partition, &w.key);
-                    view.write(&w.partition, &w.key, declared, &w.value);
-                }
-                let _ = self.results[idx].set(outcome);
-            }
-            let mut next = None;
-            for &s in self.graph.successors(idx) {
-                // AcqRel: the successor must see this transaction's writes,
-                // which the slot locks already publish; the counter orders the
-                // hand-off itself.
-                if self.graph.pending[s as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    if next.is_none() {
-                        next = Some(s);
-                    } else {
-                        scope.spawn(move |scope| self.chain(s, scope));
-                    }
+                progressed = self.advance(lane, &mut st);
+                if progressed {
+                    // Back to this thread's own lane first.
+                    break;
                 }
             }
-            match next {
-                Some(n) => i = n,
-                None => return,
+            if progressed {
+                idle = 0;
+            } else {
+                idle += 1;
+                if idle < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
+        // Free the lane's overlay on the thread that mostly built it.
+        if let Ok(mut st) = self.lanes[first % count].0.state.try_lock() {
+            st.view.overlay = HashTable::new();
+        }
+    }
+
+    /// Runs `lane` from where it stands until its next transaction waits
+    /// for another lane or the lane ends; whether it ran anything.
+    fn advance(&self, lane: &Lane<'a>, st: &mut LaneState<'a>) -> bool {
+        let start = st.next;
+        if start == lane.txs.len() {
+            // Finished (and counted) by the thread that held it last.
+            return false;
+        }
+        while let Some(&i) = lane.txs.get(st.next) {
+            let mut spins = 0;
+            // Acquire: pairs with the predecessors' release of the count.
+            while self.plan.pending[i as usize].load(Ordering::Acquire) != 0 {
+                if spins == LANE_SPINS {
+                    return st.next > start;
+                }
+                spins += 1;
+                std::hint::spin_loop();
+            }
+            let i = i as usize;
+            let outcome = self.exec.step(
+                &mut st.view,
+                self.plan.slots_of(i),
+                self.shared,
+                self.block,
+                &self.txs[i],
+                i,
+                &self.admitted[i],
+            );
+            let _ = self.results[i].set(outcome);
+            for &s in self.plan.successors(i) {
+                // Release: the successor must see this transaction's writes
+                // (the slot locks publish them as well).
+                self.plan.pending[s as usize].fetch_sub(1, Ordering::Release);
+            }
+            st.next += 1;
+        }
+        lane.done.store(true, Ordering::Release);
+        self.finished.fetch_add(1, Ordering::AcqRel);
+        true
     }
 }

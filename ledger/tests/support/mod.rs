@@ -927,6 +927,11 @@ pub struct Spec {
     /// writes under a prefix, undeclared accesses, panics, bad arguments,
     /// unknown functions or domains, oversize arguments.
     pub special_percent: u32,
+    /// Whether the special cases include scans and writes under a prefix.
+    /// A batch that declares a prefix executes in block order after its
+    /// parallel admission; without them, the graph schedule runs batches on
+    /// lanes (`Plan` in the executor).
+    pub scans: bool,
     /// Percentage of transactions that reuse an id (of this batch or a known one).
     pub dup_percent: u32,
     /// Batch length range.
@@ -942,6 +947,7 @@ impl Spec {
         orgs: 3,
         cross_percent: 30,
         special_percent: 25,
+        scans: true,
         dup_percent: 4,
         len_min: 0,
         len_max: 120,
@@ -1185,12 +1191,13 @@ fn special_op(spec: Spec) -> BoxedStrategy<Op> {
         (0..spec.keys * 2).prop_map(|n| n.to_string()),
         (0u32..5).prop_map(|n| format!("x{n}")),
     ];
-    prop_oneof![
-        6 => (0..spec.orgs, prefix_strategy(), key_strategy(spec), 1..5usize)
-            .prop_map(|(org, prefix, out_key, page)| Op::SumPrefix { org, prefix, out_key, page }),
-        6 => (0..spec.orgs, prefix_strategy(), suffix, value_strategy())
-            .prop_map(|(org, prefix, key, value)| Op::PutUnder { org, prefix, key, value }),
-        2 => (loc_strategy(spec), proptest::sample::select(Sneak::ALL.to_vec()), any::<bool>())
+    // Without scans, no declared prefix at all (one sneak declares one).
+    let sneaks: Vec<Sneak> = Sneak::ALL
+        .into_iter()
+        .filter(|&s| spec.scans || s != Sneak::WriteUnderReadPrefix)
+        .collect();
+    let others = prop_oneof![
+        2 => (loc_strategy(spec), proptest::sample::select(sneaks), any::<bool>())
             .prop_map(|(at, how, swallow)| Op::Sneaky { at, how, swallow }),
         1 => (loc_strategy(spec), any::<bool>())
             .prop_map(|(at, in_prepare)| Op::Boom { at, in_prepare }),
@@ -1200,6 +1207,16 @@ fn special_op(spec: Spec) -> BoxedStrategy<Op> {
         1 => Just(Op::UnknownFunction),
         1 => Just(Op::UnknownDomain),
         1 => loc_strategy(spec).prop_map(|at| Op::Oversize { at }),
+    ];
+    if !spec.scans {
+        return others.boxed();
+    }
+    prop_oneof![
+        6 => (0..spec.orgs, prefix_strategy(), key_strategy(spec), 1..5usize)
+            .prop_map(|(org, prefix, out_key, page)| Op::SumPrefix { org, prefix, out_key, page }),
+        6 => (0..spec.orgs, prefix_strategy(), suffix, value_strategy())
+            .prop_map(|(org, prefix, key, value)| Op::PutUnder { org, prefix, key, value }),
+        8 => others,
     ]
     .boxed()
 }
