@@ -329,64 +329,67 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 
 type ExecFn<'a> = dyn Fn(&State, &IdSet, BlockInfo, &[Transaction]) -> Executed + Sync + 'a;
 
-/// What a run produced: seconds spent executing and applying (only), a
-/// digest of every outcome in order, and how many committed.
-struct RunResult {
+/// One executor's run over the blocks: its own state and ids, what it
+/// measured (execution plus state application, only), a digest of every
+/// outcome in order, and how many committed.
+struct Run<'e> {
+    exec: &'e ExecFn<'e>,
+    pool: &'e rayon::ThreadPool,
+    state: State,
+    known: IdSet,
+    digest: Sha256,
     /// Execution plus state application (roots), per block.
     secs: f64,
     /// The executor alone: admission, scheduling, execution.
     exec_secs: f64,
-    outcomes_digest: Hash,
     committed: usize,
 }
 
-/// Runs blocks through `exec`, applying each to `state`. Only execution and
-/// state application are timed; digesting outcomes for the equality check
-/// happens outside the clock.
-fn run_in_memory(
-    label: &str,
-    state: &mut State,
-    known: &mut IdSet,
-    first_height: u64,
-    blocks: &[Vec<Transaction>],
-    exec: &ExecFn<'_>,
-    pool: &rayon::ThreadPool,
-) -> RunResult {
-    let progress = bar(blocks.len(), label);
-    let mut digest = Sha256::new();
-    let mut committed = 0;
-    let mut secs = 0.0;
-    let mut exec_secs = 0.0;
-    for (i, b) in blocks.iter().enumerate() {
-        let height = first_height + i as u64;
+impl<'e> Run<'e> {
+    fn new(exec: &'e ExecFn<'e>, pool: &'e rayon::ThreadPool, state: State, known: IdSet) -> Self {
+        Run {
+            exec,
+            pool,
+            state,
+            known,
+            digest: Sha256::new(),
+            secs: 0.0,
+            exec_secs: 0.0,
+            committed: 0,
+        }
+    }
+
+    /// Executes block `b` at `height` and applies it. Digesting outcomes for
+    /// the equality check happens outside the clock.
+    fn block(&mut self, height: u64, b: &[Transaction]) {
         let info = BlockInfo {
             height,
             timestamp: Timestamp(height),
             chaincode_version: ledger::ChaincodeVersion::FIRST,
         };
+        let (exec, state, known) = (self.exec, &mut self.state, &mut self.known);
         let started = Instant::now();
         // On the pool: the sequential reference runs on its one thread, so
         // that it allocates and frees on the same thread as the parallel runs do.
-        let executed = pool.install(|| exec(state, known, info, b));
-        exec_secs += started.elapsed().as_secs_f64();
-        pool.install(|| state.apply(height, &State::changes_of(height, &executed.outcomes)));
+        let executed = self.pool.install(|| exec(state, known, info, b));
+        self.exec_secs += started.elapsed().as_secs_f64();
+        self.pool.install(|| {
+            let changes = State::changes_of(height, &executed.outcomes);
+            state.apply(height, &changes);
+        });
         known.extend(executed.digests.iter().copied());
-        secs += started.elapsed().as_secs_f64();
+        self.secs += started.elapsed().as_secs_f64();
         let out = executed.outcomes;
         for o in &out {
-            digest.update(o.hash().as_bytes());
-            committed += usize::from(o.status == TxStatus::Committed);
+            self.digest.update(o.hash().as_bytes());
+            self.committed += usize::from(o.status == TxStatus::Committed);
         }
         // Freed by the threads that allocated them (see `ledger::release`).
-        ledger::executor::release(pool, out);
-        progress.inc(1);
+        ledger::executor::release(self.pool, out);
     }
-    progress.finish_and_clear();
-    RunResult {
-        secs,
-        exec_secs,
-        outcomes_digest: Hash(digest.finalize().into()),
-        committed,
+
+    fn outcomes_digest(&self) -> Hash {
+        Hash(self.digest.clone().finalize().into())
     }
 }
 
@@ -407,10 +410,9 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
         .context("building the thread pool")?;
 
     // Genesis, shared by both runs (not measured).
-    let mut genesis_state = State::new();
     // Room for every id up front: a rehash in the middle of a timed block
     // would be charged to whichever executor met it.
-    let mut genesis_known = IdSet::with_capacity_and_hasher(
+    let genesis_known = IdSet::with_capacity_and_hasher(
         w.genesis.iter().chain(&w.blocks).map(Vec::len).sum(),
         Default::default(),
     );
@@ -420,26 +422,25 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let seq = |s: &State, k: &IdSet, i: BlockInfo, b: &[Transaction]| {
         executor.execute_sequential(s, k, i, b)
     };
-    let genesis = run_in_memory(
-        "genesis",
-        &mut genesis_state,
-        &mut genesis_known,
-        1,
-        &w.genesis,
-        &par,
-        &pool,
-    );
+    let mut genesis = Run::new(&par, &pool, State::new(), genesis_known);
+    let progress = bar(w.genesis.len(), "genesis");
+    for (i, b) in w.genesis.iter().enumerate() {
+        genesis.block(1 + i as u64, b);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
     let genesis_len: usize = w.genesis.iter().map(Vec::len).sum();
     ensure!(
         genesis.committed == genesis_len,
         "{} genesis transactions were rejected",
         genesis_len - genesis.committed
     );
+    let (genesis_state, genesis_known) = (genesis.state, genesis.known);
     let first = 1 + w.genesis.len() as u64;
 
-    // Alternate the two executors over several rounds from the same genesis
-    // and report each one's median, so that a noisy neighbour on one round
-    // does not decide the comparison.
+    // Both executors run every round from the same genesis, block by block
+    // in turns (which of them goes first alternates), so that both meet
+    // the same moments of a noisy host; each reports its median round.
     let mut seq_secs = Vec::new();
     let mut par_secs = Vec::new();
     let mut seq_exec_secs = Vec::new();
@@ -447,33 +448,26 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let mut roots = None;
     let mut committed = 0;
     for round in 0..a.rounds.max(1) {
-        let mut seq_state = genesis_state.clone();
-        let mut seq_known = genesis_known.clone();
-        let s = run_in_memory(
-            &format!("sequential {}/{}", round + 1, a.rounds),
-            &mut seq_state,
-            &mut seq_known,
-            first,
-            &w.blocks,
-            &seq,
-            &one,
-        );
-        let mut par_state = genesis_state.clone();
-        let mut par_known = genesis_known.clone();
-        let p = run_in_memory(
-            &format!("parallel {}/{}", round + 1, a.rounds),
-            &mut par_state,
-            &mut par_known,
-            first,
-            &w.blocks,
-            &par,
-            &pool,
-        );
+        let mut s = Run::new(&seq, &one, genesis_state.clone(), genesis_known.clone());
+        let mut p = Run::new(&par, &pool, genesis_state.clone(), genesis_known.clone());
+        let progress = bar(w.blocks.len(), &format!("round {}/{}", round + 1, a.rounds));
+        for (i, b) in w.blocks.iter().enumerate() {
+            let height = first + i as u64;
+            if i % 2 == 0 {
+                s.block(height, b);
+                p.block(height, b);
+            } else {
+                p.block(height, b);
+                s.block(height, b);
+            }
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
         ensure!(
-            s.outcomes_digest == p.outcomes_digest,
+            s.outcomes_digest() == p.outcomes_digest(),
             "parallel outcomes differ from sequential outcomes"
         );
-        let (seq_root, par_root) = (seq_state.root(), par_state.root());
+        let (seq_root, par_root) = (s.state.root(), p.state.root());
         ensure!(
             seq_root == par_root,
             "state roots differ: sequential {seq_root}, parallel {par_root}"
