@@ -668,12 +668,6 @@ impl Executor {
         admitted: &[Admitted],
         mut plan: Plan,
     ) -> Vec<TxOutcome> {
-        let results: Vec<OnceLock<TxOutcome>> = (0..txs.len()).map(|_| OnceLock::new()).collect();
-        for (i, adm) in admitted.iter().enumerate() {
-            if let Err(rejected) = adm {
-                let _ = results[i].set(rejected.outcome());
-            }
-        }
         let shared: Vec<CacheLine<Mutex<SlotValue>>> = (0..plan.slots)
             .map(|_| CacheLine(Mutex::new(SlotValue::default())))
             .collect();
@@ -681,9 +675,12 @@ impl Executor {
             .into_iter()
             .map(|txs| {
                 CacheLine(Lane {
+                    // Sized by the first thread to run the lane: allocated
+                    // there, in parallel, rather than here.
                     state: Mutex::new(LaneState {
                         next: 0,
-                        view: SeqView::new(state, txs.len()),
+                        view: SeqView::new(state, 0),
+                        out: Vec::new(),
                     }),
                     done: AtomicBool::new(txs.is_empty()),
                     txs,
@@ -697,7 +694,6 @@ impl Executor {
             admitted,
             plan: &plan,
             shared: &shared,
-            results: &results,
             finished: AtomicUsize::new(lanes.iter().filter(|l| l.0.txs.is_empty()).count()),
             lanes,
             failed: AtomicBool::new(false),
@@ -712,15 +708,32 @@ impl Executor {
                 run.work(0);
             })
         });
-        drop(run);
-        results
+        // Interleave the lanes' outcomes back into block order.
+        let mut lanes: Vec<std::vec::IntoIter<TxOutcome>> = run
+            .lanes
             .into_iter()
-            .map(|cell| {
-                // Every admitted transaction is on a lane, every lane ran to
-                // its end before the scope ended, and every other
-                // transaction was set above: each cell holds one outcome.
-                #[allow(clippy::expect_used)]
-                cell.into_inner().expect("every transaction was executed")
+            .map(|lane| {
+                let st = lane.0.state.into_inner();
+                st.unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .out
+                    .into_iter()
+            })
+            .collect();
+        admitted
+            .iter()
+            .zip(&plan.tx_lane)
+            .map(|(adm, &lane)| match adm {
+                Err(rejected) if lane == OFF_LANE => rejected.outcome(),
+                _ => {
+                    // Every transaction admitted at planning is on a lane,
+                    // every lane ran to its end before the scope ended (a
+                    // panic would have been re-raised there), and each lane
+                    // keeps its outcomes in block order.
+                    #[allow(clippy::expect_used)]
+                    lanes[lane as usize]
+                        .next()
+                        .expect("every lane ran every transaction")
+                }
             })
             .collect()
     }
@@ -936,6 +949,9 @@ struct KeyRes {
 /// Marks an access to a lane's private key (no shared slot).
 const NO_SLOT: u32 = u32::MAX;
 
+/// Marks a transaction on no lane (rejected at admission).
+const OFF_LANE: u32 = u32::MAX;
+
 /// How long a lane waits for a predecessor on another lane before its
 /// thread looks for other work (spins of a few nanoseconds each: about one
 /// light call).
@@ -1006,6 +1022,8 @@ fn key_parallelism(admitted: &[Admitted]) -> f64 {
 struct Plan {
     /// Transactions per lane, in block order.
     lanes: Vec<Vec<u32>>,
+    /// Each transaction's lane (`OFF_LANE`: rejected at admission).
+    tx_lane: Vec<u32>,
     /// Per transaction, where its accesses start in `slot_of_access`.
     access_start: Vec<u32>,
     /// The shared slot of each declared access (`NO_SLOT`: private).
@@ -1048,7 +1066,7 @@ impl Plan {
         };
 
         // Each transaction's lane; keys touched from another lane.
-        let mut tx_lane = vec![0u32; n];
+        let mut tx_lane = vec![OFF_LANE; n];
         let mut access_start = Vec::with_capacity(n + 1);
         let mut total = 0u32;
         let mut shared: HashMap<KeyRef<'_>, u32, PassThroughState> = HashMap::default();
@@ -1175,6 +1193,7 @@ impl Plan {
         }
         Some(Plan {
             lanes,
+            tx_lane,
             access_start,
             slot_of_access,
             slots: shared.len(),
@@ -1305,6 +1324,8 @@ struct LaneState<'a> {
     /// Position in `txs` of the next transaction to run.
     next: usize,
     view: SeqView<'a>,
+    /// Outcomes of the lane's transactions so far, in its order.
+    out: Vec<TxOutcome>,
 }
 
 /// Everything the lanes share while a batch runs.
@@ -1315,7 +1336,6 @@ struct Run<'r, 'a> {
     admitted: &'a [Admitted],
     plan: &'r Plan,
     shared: &'r Slots,
-    results: &'r [OnceLock<TxOutcome>],
     lanes: Vec<CacheLine<Lane<'a>>>,
     /// Lanes run to their end.
     finished: AtomicUsize,
@@ -1380,6 +1400,12 @@ impl<'a> Run<'_, 'a> {
             // Finished (and counted) by the thread that held it last.
             return false;
         }
+        if start == 0 && st.out.capacity() == 0 {
+            // Room for the whole lane up front (two writes a transaction):
+            // the overlay never rehashes on the lane's way.
+            st.out.reserve_exact(lane.txs.len());
+            st.view.overlay.reserve(lane.txs.len() * 2, |w| w.hash);
+        }
         while let Some(&i) = lane.txs.get(st.next) {
             let mut spins = 0;
             // Acquire: pairs with the predecessors' release of the count.
@@ -1400,7 +1426,7 @@ impl<'a> Run<'_, 'a> {
                 i,
                 &self.admitted[i],
             );
-            let _ = self.results[i].set(outcome);
+            st.out.push(outcome);
             for &s in self.plan.successors(i) {
                 // Release: the successor must see this transaction's writes
                 // (the slot locks publish them as well).
