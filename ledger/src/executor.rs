@@ -199,6 +199,25 @@ struct Ready {
     home: u64,
 }
 
+impl Ready {
+    /// `prepared`'s footprint must be normalized (sorted by partition).
+    fn new(prepared: Prepared) -> Ready {
+        let accesses = prepared.footprint.accesses();
+        let hashes = accesses.iter().map(access_hash).collect();
+        let mut partitions: Vec<PartitionId> =
+            accesses.iter().map(|a| a.partition.clone()).collect();
+        // Accesses are sorted by partition, so equal partitions are adjacent.
+        partitions.dedup();
+        let home = partitions.first().map_or(0, partition_hash);
+        Ready {
+            prepared,
+            hashes,
+            partitions,
+            home,
+        }
+    }
+}
+
 /// Why a transaction was rejected before it ran.
 #[derive(Debug, Clone)]
 struct Rejection {
@@ -599,18 +618,7 @@ impl Executor {
                 ));
             }
         }
-        let hashes = accesses.iter().map(access_hash).collect();
-        let mut partitions: Vec<PartitionId> =
-            accesses.iter().map(|a| a.partition.clone()).collect();
-        // Accesses are sorted by partition, so equal partitions are adjacent.
-        partitions.dedup();
-        let home = partitions.first().map_or(0, partition_hash);
-        Ok(Ready {
-            prepared,
-            hashes,
-            partitions,
-            home,
-        })
+        Ok(Ready::new(prepared))
     }
 
     fn call(
@@ -1437,5 +1445,138 @@ impl<'a> Run<'_, 'a> {
         lane.done.store(true, Ordering::Release);
         self.finished.fetch_add(1, Ordering::AcqRel);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::{DomainId, OrgId};
+
+    struct Nothing;
+    impl crate::chaincode::Call for Nothing {
+        fn execute(&self, _: &mut TxContext<'_>) -> Result<serde_json::Value, ChaincodeError> {
+            Ok(serde_json::Value::Null)
+        }
+    }
+
+    fn part(org: usize) -> PartitionId {
+        PartitionId::new(
+            OrgId::new(&format!("org{org}")).unwrap(),
+            DomainId::new("kv").unwrap(),
+        )
+    }
+
+    /// A call writing `keys` (partition, key).
+    fn writes(keys: &[(usize, &str)]) -> Admitted {
+        let mut footprint = crate::chaincode::Footprint::new();
+        for (p, k) in keys {
+            footprint = footprint.write(&part(*p), k.as_bytes().to_vec());
+        }
+        footprint.normalize();
+        Ok(Ready::new(Prepared {
+            footprint,
+            call: Box::new(Nothing),
+        }))
+    }
+
+    /// Transactions `i` and `j` are ordered by the plan: on one lane, or
+    /// joined by a chain of edges and lane order.
+    fn ordered(plan: &Plan, i: usize, j: usize) -> bool {
+        let mut reach = vec![false; plan.tx_lane.len()];
+        reach[i] = true;
+        for t in i..=j {
+            if !reach[t] {
+                continue;
+            }
+            for &s in plan.successors(t) {
+                reach[s as usize] = true;
+            }
+            if let Some(&next) = plan.lanes[plan.tx_lane[t] as usize]
+                .iter()
+                .find(|&&u| u as usize > t)
+            {
+                reach[next as usize] = true;
+            }
+        }
+        reach[j]
+    }
+
+    #[test]
+    fn a_partition_stays_on_one_lane_and_only_far_keys_are_shared() {
+        // Eight partitions of 100 calls each on their own keys, then calls
+        // from each partition to the next one's key `k0`.
+        let mut batch: Vec<Admitted> = (0..800)
+            .map(|i| writes(&[(i % 8, &format!("k{}", i % 5))]))
+            .collect();
+        batch.extend((0..8).map(|p| writes(&[(p, "k1"), ((p + 1) % 8, "k0")])));
+        let plan = Plan::build(&batch, 2).unwrap();
+        let lane_of = |p: usize| plan.tx_lane[p];
+        for (i, lane) in plan.tx_lane.iter().enumerate().take(800) {
+            assert_eq!(*lane, lane_of(i % 8), "tx {i}");
+        }
+        assert_eq!(plan.lanes[0].len(), plan.lanes[1].len());
+        // A far `k0` is shared only when the next partition is on the other
+        // lane; every other key is private.
+        let crossing = (0..8)
+            .filter(|&p| lane_of(p) != lane_of((p + 1) % 8))
+            .count();
+        assert!(crossing > 0);
+        assert_eq!(plan.slots, crossing);
+        assert_eq!(
+            plan.slot_of_access
+                .iter()
+                .filter(|&&s| s != NO_SLOT)
+                .count(),
+            // The far access itself, and each earlier lane-local writer of
+            // that `k0` (every call of its partition with `i % 5 == 0`).
+            crossing * (1 + 20)
+        );
+        // Every conflict is ordered, and every edge crosses lanes.
+        for p in 0..8 {
+            let far = 800 + p;
+            let last_local = (0..800)
+                .rev()
+                .find(|i| i % 8 == (p + 1) % 8 && i % 5 == 0)
+                .unwrap();
+            assert!(ordered(&plan, last_local, far), "partition {p}");
+        }
+        for i in 0..batch.len() {
+            for &s in plan.successors(i) {
+                assert_ne!(plan.tx_lane[i], plan.tx_lane[s as usize]);
+            }
+        }
+        assert!(plan.parallelism > 1.5, "{}", plan.parallelism);
+    }
+
+    #[test]
+    fn too_few_partitions_deal_keys_by_hash() {
+        // One partition: dealing it would leave a lane empty.
+        let batch: Vec<Admitted> = (0..400)
+            .map(|i| writes(&[(0, &format!("k{}", i % 50))]))
+            .collect();
+        let plan = Plan::build(&batch, 2).unwrap();
+        assert!(plan.lanes.iter().all(|l| !l.is_empty()));
+        assert_eq!(plan.slots, 0, "one key per call: nothing to share");
+        // The same key always lands on the same lane.
+        for i in 0..400 {
+            assert_eq!(plan.tx_lane[i], plan.tx_lane[i % 50]);
+        }
+    }
+
+    #[test]
+    fn a_declared_prefix_runs_the_batch_in_block_order() {
+        let mut footprint =
+            crate::chaincode::Footprint::new().read_prefix(&part(0), b"a/".to_vec());
+        footprint.normalize();
+        let batch = vec![
+            writes(&[(0, "a/1")]),
+            Ok(Ready::new(Prepared {
+                footprint,
+                call: Box::new(Nothing),
+            })),
+        ];
+        assert!(Plan::build(&batch, 2).is_none());
     }
 }
