@@ -197,6 +197,9 @@ struct Ready {
     /// Hash of the first declared partition: the graph schedule keeps the
     /// transactions of one partition on one lane (see [`Plan`]).
     home: u64,
+    /// Whether the footprint declares a prefix (planning asks of every
+    /// transaction: an answer here spares it a walk of every footprint).
+    prefix: bool,
 }
 
 impl Ready {
@@ -209,11 +212,15 @@ impl Ready {
         // Accesses are sorted by partition, so equal partitions are adjacent.
         partitions.dedup();
         let home = partitions.first().map_or(0, partition_hash);
+        let prefix = accesses
+            .iter()
+            .any(|a| matches!(a.target, Target::Prefix(_)));
         Ready {
             prepared,
             hashes,
             partitions,
             home,
+            prefix,
         }
     }
 }
@@ -1052,14 +1059,7 @@ impl Plan {
     fn build(admitted: &[Admitted], count: usize) -> Option<Plan> {
         let n = admitted.len();
         let count = count.max(1);
-        let has_prefix = admitted.iter().flatten().any(|r| {
-            r.prepared
-                .footprint
-                .accesses()
-                .iter()
-                .any(|a| matches!(a.target, Target::Prefix(_)))
-        });
-        if has_prefix {
+        if admitted.iter().flatten().any(|r| r.prefix) {
             return None;
         }
         let by_partition = partition_lanes(admitted, count);
