@@ -544,6 +544,7 @@ impl Tally {
 
 struct ClientPlan {
     client: usize,
+    clients: usize,
     addr: SocketAddr,
     /// Pre-built requests (with `--txs`), or a generator.
     requests: Vec<Request>,
@@ -572,11 +573,12 @@ fn run_client(
     };
     let mut pre = plan.requests.into_iter();
     let mut generator = plan.generator;
-    // Open loop: each client's first send is offset so the clients spread
-    // over one interval.
+    // Open loop: client `c` of `n` first sends `c / n` of an interval after
+    // the start, so that the clients' requests arrive evenly spaced rather
+    // than in bursts of `n`.
     let mut due = plan
         .interval
-        .map(|i| start + i.mul_f64(plan.client as f64 / 997.0 % 1.0));
+        .map(|i| start + i.mul_f64(plan.client as f64 / plan.clients.max(1) as f64));
     loop {
         if Instant::now() >= plan.until {
             break;
@@ -943,6 +945,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         .map(|(client, (requests, generator))| {
             let plan = ClientPlan {
                 client,
+                clients: args.clients,
                 addr: addrs[client % addrs.len()],
                 requests,
                 generator,
