@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub state_commit_interval: std::time::Duration,
     /// Blocks executed but not yet durable before `apply` waits.
     pub chain_queue_len_max: usize,
+    /// Id index entries appended per block before they are merged into
+    /// runs ([`crate::storage::ID_RUN_ENTRIES`]; tests use small runs).
+    pub id_run_entries: usize,
     /// Per-stage timings for the node's metrics (off by default).
     pub probes: Probes,
 }
@@ -67,6 +70,7 @@ impl EngineConfig {
             state_queue_len_max: 32,
             state_commit_interval: std::time::Duration::from_millis(100),
             chain_queue_len_max: 4,
+            id_run_entries: crate::storage::ID_RUN_ENTRIES,
             probes: Probes::default(),
         }
     }
@@ -454,7 +458,8 @@ impl Engine {
             },
         )?;
         let state_progress = state_writer.progress.clone();
-        let mut writer_chain = ChainStore::open(&config.data_dir, config.chain_sync)?;
+        let mut writer_chain = ChainStore::open(&config.data_dir, config.chain_sync)?
+            .with_run_entries(config.id_run_entries);
         let probes = config.probes.clone();
         let chain_writer = Stage::spawn(
             "chain-writer",

@@ -226,7 +226,7 @@ pub fn verify_data_dir(
     ids.sort_unstable();
     orgs.sort_unstable();
     history.sort_unstable();
-    compare_index("tx_id_buckets", &ids, &stored_ids, |r| r.1)?;
+    compare_index("tx_id_index", &ids, &stored_ids, |r| r.1)?;
     compare_index("tx_by_org", &orgs, &stored_orgs, |r| r.2)?;
     let stored_history = store.history_rows(applied)?;
     compare_index("key_history", &history, &stored_history, |r| r.2)?;

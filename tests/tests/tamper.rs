@@ -25,8 +25,12 @@ fn tx(id: String, org: &str, function: &str, args: serde_json::Value) -> Transac
 }
 
 /// A ledger of five blocks: accounts in two organizations, then transfers.
-fn build(dir: &Path) {
-    let mut engine = Engine::open(&EngineConfig::new(dir), domains::registry()).unwrap();
+/// The id index's recent rows are merged into runs once they hold
+/// `id_run_entries` entries.
+fn build(dir: &Path, id_run_entries: usize) {
+    let mut config = EngineConfig::new(dir);
+    config.id_run_entries = id_run_entries;
+    let mut engine = Engine::open(&config, domains::registry()).unwrap();
     let mut blocks = vec![vec![]];
     for org in ["o1", "o2"] {
         blocks[0].push(tx(
@@ -105,14 +109,21 @@ fn rewrite_chunk(
 }
 
 fn built() -> tempfile::TempDir {
+    built_with(ledger::storage::ID_RUN_ENTRIES)
+}
+
+fn built_with(id_run_entries: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    build(dir.path());
+    build(dir.path(), id_run_entries);
     verify_data_dir(dir.path(), &mut |_, _| {}).expect("an untouched ledger verifies");
     dir
 }
 
 fn tampered(sql_chain: &str, sql_state: &str) -> VerifyError {
-    let dir = built();
+    tampered_in(built(), sql_chain, sql_state)
+}
+
+fn tampered_in(dir: tempfile::TempDir, sql_chain: &str, sql_state: &str) -> VerifyError {
     for (file, sql) in [("chain.db", sql_chain), ("state.db", sql_state)] {
         if !sql.is_empty() {
             let mut conn =
@@ -177,7 +188,7 @@ fn an_edited_header_is_caught() {
 #[test]
 fn a_rewritten_header_with_a_recomputed_hash_breaks_the_next_link() {
     let dir = tempfile::tempdir().unwrap();
-    build(dir.path());
+    build(dir.path(), ledger::storage::ID_RUN_ENTRIES);
     let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
     let (mut header, _) = chain.header(2).unwrap().unwrap();
     header.timestamp = Timestamp(header.timestamp.0 + 5);
@@ -250,33 +261,100 @@ fn a_garbled_audit_index_list_is_caught_at_its_block() {
 #[test]
 fn a_forged_id_index_row_is_caught() {
     let e = tampered(
-        // Bucket 0 of block 2 claims digest 0 at position 7 (replacing
-        // the block's real row of that bucket, if it had one).
-        "INSERT OR REPLACE INTO tx_id_buckets \
-         VALUES (0, 2, x'0000000000000000000000000000000000000007');",
+        // Block 2's recent row now claims digest 0 at position 7 only
+        // (its real entries are gone).
+        "INSERT OR REPLACE INTO tx_id_recent \
+         VALUES (2, x'0000000000000000000000000000000000000007');",
         "",
     );
-    assert!(
-        matches!(
-            e,
-            VerifyError::Index {
-                table: "tx_id_buckets",
-                height: 2,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_id_index_mismatch_at(&e, 2);
 }
 
 #[test]
 fn a_garbled_id_index_row_is_caught_at_its_block() {
     let e = tampered(
-        "UPDATE tx_id_buckets SET entries = x'00' \
-         WHERE height = 3 AND bucket = (SELECT min(bucket) FROM tx_id_buckets WHERE height = 3);",
+        "UPDATE tx_id_recent SET entries = x'00' WHERE height = 3;",
         "",
     );
     assert_eq!(e.height(), Some(3), "{e}");
+    assert!(e.to_string().contains("id index row"), "{e}");
+}
+
+fn assert_id_index_mismatch_at(e: &VerifyError, at: u64) {
+    assert!(
+        matches!(
+            e,
+            VerifyError::Index {
+                table: "tx_id_index",
+                height,
+                ..
+            } if *height == at
+        ),
+        "{e}"
+    );
+}
+
+/// Every append merges the recent rows: the whole index is in runs.
+fn built_in_runs() -> tempfile::TempDir {
+    let dir = built_with(1);
+    let mut conn =
+        SqliteConnection::establish(&dir.path().join("chain.db").to_string_lossy()).unwrap();
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let recent: Count = diesel::sql_query("SELECT count(*) AS n FROM tx_id_recent")
+        .get_result(&mut conn)
+        .unwrap();
+    let runs: Count = diesel::sql_query("SELECT count(*) AS n FROM tx_id_runs")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(recent.n, 0);
+    assert!(runs.n > 0);
+    dir
+}
+
+#[test]
+fn ids_merged_into_runs_still_find_their_receipts() {
+    let dir = built_in_runs();
+    let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
+    for (id, height) in [("t-o1", 1), ("x-1-0", 2), ("x-4-19", 5)] {
+        let r = chain
+            .receipt(&ledger::TxId::new(id).unwrap())
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} not found"));
+        assert_eq!((r.tx.id.as_str(), r.height), (id, height));
+        assert!(r.verify().is_ok(), "{id}");
+    }
+    assert!(chain
+        .receipt(&ledger::TxId::new("never-used").unwrap())
+        .unwrap()
+        .is_none());
+    assert_eq!(chain.id_digests().unwrap().len(), 12 + 4 * 20);
+}
+
+#[test]
+fn a_forged_id_run_is_caught() {
+    // Bucket 0's run from height 1 now claims digest 0 at (2, 7) only.
+    let e = tampered_in(
+        built_in_runs(),
+        "INSERT OR REPLACE INTO tx_id_runs VALUES (0, 1, \
+         x'00000000000000000000000000000000000000000000000200000007');",
+        "",
+    );
+    assert_id_index_mismatch_at(&e, 2);
+}
+
+#[test]
+fn a_garbled_id_run_is_caught_at_its_first_height() {
+    let e = tampered_in(
+        built_in_runs(),
+        "UPDATE tx_id_runs SET entries = x'00' \
+         WHERE height = 1 AND bucket = (SELECT min(bucket) FROM tx_id_runs WHERE height = 1);",
+        "",
+    );
+    assert_eq!(e.height(), Some(1), "{e}");
     assert!(e.to_string().contains("id index row"), "{e}");
 }
 
@@ -300,4 +378,59 @@ fn a_deleted_key_history_row_is_caught() {
         ),
         "{e}"
     );
+}
+
+/// A chain written before the id index had runs (one row per bucket and
+/// block in `tx_id_buckets`) is converted when it is opened: its rows
+/// become recent rows, merged into runs by the next append.
+#[test]
+fn an_id_index_by_bucket_is_migrated() {
+    let dir = built();
+    let path = dir.path().join("chain.db");
+    {
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        #[derive(QueryableByName)]
+        struct Recent {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            height: i64,
+            #[diesel(sql_type = diesel::sql_types::Binary)]
+            entries: Vec<u8>,
+        }
+        let recent: Vec<Recent> = diesel::sql_query("SELECT height, entries FROM tx_id_recent")
+            .load(&mut conn)
+            .unwrap();
+        assert_eq!(recent.len(), 5);
+        let mut sql = String::from(
+            "CREATE TABLE tx_id_buckets (bucket INTEGER NOT NULL, height BIGINT NOT NULL, \
+             entries BLOB NOT NULL, PRIMARY KEY (bucket, height)) WITHOUT ROWID;",
+        );
+        for r in &recent {
+            let mut buckets: std::collections::BTreeMap<u8, String> = Default::default();
+            for e in r.entries.chunks(20) {
+                let hex = buckets.entry(e[0]).or_default();
+                for byte in e {
+                    hex.push_str(&format!("{byte:02x}"));
+                }
+            }
+            for (b, hex) in buckets {
+                sql.push_str(&format!(
+                    "INSERT INTO tx_id_buckets VALUES ({b}, {}, x'{hex}');",
+                    r.height
+                ));
+            }
+        }
+        sql.push_str(
+            "DROP TABLE tx_id_recent; DROP TABLE tx_id_runs; \
+             DELETE FROM __diesel_schema_migrations WHERE version = '20261208000005';",
+        );
+        conn.batch_execute(&sql).unwrap();
+    }
+    // Opening migrates; the converted index says what the chain says.
+    verify_data_dir(dir.path(), &mut |_, _| {}).expect("the migrated ledger verifies");
+    let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
+    let r = chain
+        .receipt(&ledger::TxId::new("x-3-7").unwrap())
+        .unwrap()
+        .expect("found after the migration");
+    assert_eq!((r.height, r.index), (4, 7));
 }

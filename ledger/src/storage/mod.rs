@@ -216,42 +216,53 @@ pub struct AuditEntry {
     pub outcome: TxOutcome,
 }
 
-/// An entry of the id index (`tx_id_buckets`): digest, height, index.
+/// An entry of the id index: digest, height, index.
 pub type IdIndexRow = (Vec<u8>, u64, u32);
 
-/// Bytes of one `tx_id_buckets` entry: a 16-byte digest and a 4-byte
-/// big-endian index.
+/// Bytes of one `tx_id_recent` entry: a 16-byte digest and a 4-byte
+/// big-endian index (the row's key is the height).
 const ID_ENTRY_BYTES: usize = 20;
 
-/// A block's id index rows: its digests grouped by first byte (the bucket),
-/// each group's entries sorted.
-fn id_bucket_rows(digests: &[IdDigest]) -> Vec<(u8, Vec<u8>)> {
+/// Bytes of one `tx_id_runs` entry: a 16-byte digest, an 8-byte big-endian
+/// height and a 4-byte big-endian index.
+const ID_RUN_ENTRY_BYTES: usize = 28;
+
+/// Entries the recent rows of the id index hold before the chain writer
+/// merges them into runs (one row per bucket). A merge dirties at most 256
+/// pages (~4 MiB of WAL) once per ~65,000 transactions, where one row per
+/// bucket and block dirtied them once per block; lookups read one row per
+/// run of the digest's bucket (~150 after 10 million transactions) plus the
+/// recent rows (at most ~1.3 MB).
+pub const ID_RUN_ENTRIES: usize = 1 << 16;
+
+/// A block's `tx_id_recent` entries: (digest, index), sorted.
+fn id_recent_entries(digests: &[IdDigest]) -> Vec<u8> {
     let mut entries: Vec<([u8; 16], u32)> = digests
         .iter()
         .enumerate()
         .map(|(i, d)| (d.0.to_be_bytes(), i as u32))
         .collect();
     entries.sort_unstable();
-    let mut rows: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut bytes = Vec::with_capacity(entries.len() * ID_ENTRY_BYTES);
     for (d, i) in entries {
-        if rows.last().is_none_or(|(bucket, _)| *bucket != d[0]) {
-            rows.push((d[0], Vec::with_capacity(ID_ENTRY_BYTES * 16)));
-        }
-        if let Some((_, bytes)) = rows.last_mut() {
-            bytes.extend_from_slice(&d);
-            bytes.extend_from_slice(&i.to_be_bytes());
-        }
+        bytes.extend_from_slice(&d);
+        bytes.extend_from_slice(&i.to_be_bytes());
     }
-    rows
+    bytes
 }
 
-/// The (digest, index) entries of one `tx_id_buckets` row.
-fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], u32)>, LedgerError> {
+fn id_row_corrupt(height: i64) -> LedgerError {
+    corrupt(
+        u64::try_from(height).unwrap_or(0),
+        "an id index row is not a whole number of entries",
+    )
+}
+
+/// The (digest, height, index) entries of a `tx_id_recent` row (all at
+/// its `height`).
+fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
     if !entries.len().is_multiple_of(ID_ENTRY_BYTES) {
-        return Err(corrupt(
-            u64::try_from(height).unwrap_or(0),
-            "an id index row is not a whole number of entries",
-        ));
+        return Err(id_row_corrupt(height));
     }
     Ok(entries
         .chunks_exact(ID_ENTRY_BYTES)
@@ -260,10 +271,77 @@ fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], u32)>, Ledge
             d.copy_from_slice(&e[..16]);
             let mut i = [0u8; 4];
             i.copy_from_slice(&e[16..]);
-            (d, u32::from_be_bytes(i))
+            (d, height, u32::from_be_bytes(i))
         })
         .collect())
 }
+
+/// The (digest, height, index) entries of a `tx_id_runs` row (`run`: the
+/// first height it covers, for error reports).
+fn id_run_entries(run: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
+    if !entries.len().is_multiple_of(ID_RUN_ENTRY_BYTES) {
+        return Err(id_row_corrupt(run));
+    }
+    Ok(entries
+        .chunks_exact(ID_RUN_ENTRY_BYTES)
+        .map(|e| {
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&e[..16]);
+            let mut h = [0u8; 8];
+            h.copy_from_slice(&e[16..24]);
+            let mut i = [0u8; 4];
+            i.copy_from_slice(&e[24..]);
+            (d, i64::from_be_bytes(h), u32::from_be_bytes(i))
+        })
+        .collect())
+}
+
+/// Moves every `tx_id_recent` row into runs: one `tx_id_runs` row per
+/// bucket (the digest's first byte), named by the first recent height,
+/// its entries sorted. Runs only hold heights below any later recent row.
+fn merge_id_runs(conn: &mut SqliteConnection) -> Result<(), LedgerError> {
+    let rows: Vec<(i64, Vec<u8>)> = tx_id_recent::table
+        .order(tx_id_recent::height.asc())
+        .select((tx_id_recent::height, tx_id_recent::entries))
+        .load(conn)?;
+    let Some(first) = rows.first().map(|r| r.0) else {
+        return Ok(());
+    };
+    let mut entries = Vec::new();
+    for (h, bytes) in &rows {
+        entries.extend(id_entries(*h, bytes)?);
+    }
+    entries.sort_unstable();
+    let mut buckets: Vec<(i32, Vec<u8>)> = Vec::new();
+    for (d, h, i) in entries {
+        if buckets.last().is_none_or(|(b, _)| *b != i32::from(d[0])) {
+            buckets.push((i32::from(d[0]), Vec::new()));
+        }
+        if let Some((_, bytes)) = buckets.last_mut() {
+            bytes.extend_from_slice(&d);
+            bytes.extend_from_slice(&h.to_be_bytes());
+            bytes.extend_from_slice(&i.to_be_bytes());
+        }
+    }
+    let run_rows: Vec<_> = buckets
+        .iter()
+        .map(|(b, bytes)| {
+            (
+                tx_id_runs::bucket.eq(*b),
+                tx_id_runs::height.eq(first),
+                tx_id_runs::entries.eq(bytes.as_slice()),
+            )
+        })
+        .collect();
+    for rows in run_rows.chunks(SQL_VARIABLES_MAX / 3) {
+        diesel::insert_into(tx_id_runs::table)
+            .values(rows)
+            .execute(conn)?;
+    }
+    diesel::delete(tx_id_recent::table).execute(conn)?;
+    Ok(())
+}
+
 /// A row of `tx_by_org`: organization, submitter, height, index.
 pub type OrgIndexRow = (String, String, u64, u32);
 /// A row of `key_history`: partition, key, height, index.
@@ -316,17 +394,7 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
             )
         })
         .collect();
-    let id_buckets = id_bucket_rows(b.digests);
-    let id_rows: Vec<_> = id_buckets
-        .iter()
-        .map(|(bucket, entries)| {
-            (
-                tx_id_buckets::bucket.eq(i32::from(*bucket)),
-                tx_id_buckets::height.eq(height),
-                tx_id_buckets::entries.eq(entries.as_slice()),
-            )
-        })
-        .collect();
+    let id_entries = id_recent_entries(b.digests);
     let mut by_org: Vec<(&str, &str, u32)> = b
         .txs
         .iter()
@@ -385,9 +453,12 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
                 .values(rows)
                 .execute(conn)?;
         }
-        for rows in id_rows.chunks(SQL_VARIABLES_MAX / 3) {
-            diesel::insert_into(tx_id_buckets::table)
-                .values(rows)
+        if !id_entries.is_empty() {
+            diesel::insert_into(tx_id_recent::table)
+                .values((
+                    tx_id_recent::height.eq(height),
+                    tx_id_recent::entries.eq(id_entries.as_slice()),
+                ))
                 .execute(conn)?;
         }
         for rows in org_rows.chunks(SQL_VARIABLES_MAX / 4) {
@@ -443,6 +514,10 @@ fn parse_positions(height: i64, idxs: &str) -> Result<Vec<i32>, LedgerError> {
 /// The chain database.
 pub struct ChainStore {
     conn: SqliteConnection,
+    /// Entries in `tx_id_recent` (read at the first append of this open).
+    recent_ids: Option<usize>,
+    /// Entries the recent rows hold before they are merged into runs.
+    run_entries: usize,
 }
 
 impl std::fmt::Debug for ChainStore {
@@ -456,7 +531,16 @@ impl ChainStore {
         std::fs::create_dir_all(dir)?;
         Ok(ChainStore {
             conn: open(&dir.join(CHAIN_FILE), sync, CHAIN_MIGRATIONS)?,
+            recent_ids: None,
+            run_entries: ID_RUN_ENTRIES,
         })
+    }
+
+    /// Merges the id index's recent rows into runs once they hold `n`
+    /// entries (tests use small runs; [`ID_RUN_ENTRIES`] otherwise).
+    pub fn with_run_entries(mut self, n: usize) -> Self {
+        self.run_entries = n.max(1);
+        self
     }
 
     /// Copies the write-ahead log into the database file without waiting
@@ -486,13 +570,31 @@ impl ChainStore {
         blocks: &[NewBlock<'_>],
         inserted: impl FnOnce(),
     ) -> Result<(), LedgerError> {
+        let recent = match self.recent_ids {
+            Some(n) => n,
+            None => {
+                let bytes: Option<i64> = tx_id_recent::table
+                    .select(diesel::dsl::sql::<
+                        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                    >("sum(length(entries))"))
+                    .first(&mut self.conn)?;
+                usize::try_from(bytes.unwrap_or(0)).unwrap_or(0) / ID_ENTRY_BYTES
+            }
+        };
+        let added: usize = blocks.iter().map(|b| b.digests.len()).sum();
+        let merge = recent + added >= self.run_entries;
         self.conn.immediate_transaction(|conn| {
             for b in blocks {
                 insert_block(conn, b)?;
             }
+            if merge {
+                merge_id_runs(conn)?;
+            }
             inserted();
-            Ok(())
-        })
+            Ok::<_, LedgerError>(())
+        })?;
+        self.recent_ids = Some(if merge { 0 } else { recent + added });
+        Ok(())
     }
 
     /// The latest block's header and hash.
@@ -568,14 +670,38 @@ impl ChainStore {
     /// The digest of every id used so far (an id is consumed by its first
     /// occurrence).
     pub fn id_digests(&mut self) -> Result<Vec<IdDigest>, LedgerError> {
-        let rows: Vec<(i64, Vec<u8>)> = tx_id_buckets::table
-            .select((tx_id_buckets::height, tx_id_buckets::entries))
+        Ok(self
+            .id_index(None)?
+            .into_iter()
+            .map(|(digest, _, _)| IdDigest(u128::from_be_bytes(digest)))
+            .collect())
+    }
+
+    /// Every entry of the id index (runs, then recent rows), at or below
+    /// `max_height` if given.
+    fn id_index(
+        &mut self,
+        max_height: Option<i64>,
+    ) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
+        let m = max_height.unwrap_or(i64::MAX);
+        let runs: Vec<(i64, Vec<u8>)> = tx_id_runs::table
+            .filter(tx_id_runs::height.le(m))
+            .select((tx_id_runs::height, tx_id_runs::entries))
             .load(&mut self.conn)?;
         let mut out = Vec::new();
-        for (h, entries) in &rows {
-            for (digest, _) in id_entries(*h, entries)? {
-                out.push(IdDigest(u128::from_be_bytes(digest)));
-            }
+        for (run, entries) in &runs {
+            out.extend(
+                id_run_entries(*run, entries)?
+                    .into_iter()
+                    .filter(|e| e.1 <= m),
+            );
+        }
+        let recent: Vec<(i64, Vec<u8>)> = tx_id_recent::table
+            .filter(tx_id_recent::height.le(m))
+            .select((tx_id_recent::height, tx_id_recent::entries))
+            .load(&mut self.conn)?;
+        for (h, entries) in &recent {
+            out.extend(id_entries(*h, entries)?);
         }
         Ok(out)
     }
@@ -687,25 +813,32 @@ impl ChainStore {
         let digest = id.digest().0.to_be_bytes();
         // SQLite finds the rows that hold the digest's bytes anywhere; the
         // entries are then read at their boundaries.
-        let rows: Vec<(i64, Vec<u8>)> = tx_id_buckets::table
-            .filter(tx_id_buckets::bucket.eq(i32::from(digest[0])))
-            .filter(
-                diesel::dsl::sql::<diesel::sql_types::Bool>("instr(entries, ")
-                    .bind::<diesel::sql_types::Binary, _>(digest.as_slice())
-                    .sql(") > 0"),
-            )
-            .order(tx_id_buckets::height.asc())
-            .select((tx_id_buckets::height, tx_id_buckets::entries))
+        let holds = || {
+            diesel::dsl::sql::<diesel::sql_types::Bool>("instr(entries, ")
+                .bind::<diesel::sql_types::Binary, _>(digest.as_slice())
+                .sql(") > 0")
+        };
+        let runs: Vec<(i64, Vec<u8>)> = tx_id_runs::table
+            .filter(tx_id_runs::bucket.eq(i32::from(digest[0])))
+            .filter(holds())
+            .select((tx_id_runs::height, tx_id_runs::entries))
+            .load(&mut self.conn)?;
+        let recent: Vec<(i64, Vec<u8>)> = tx_id_recent::table
+            .filter(holds())
+            .select((tx_id_recent::height, tx_id_recent::entries))
             .load(&mut self.conn)?;
         let mut places = Vec::new();
-        for (h, entries) in &rows {
-            for (d, i) in id_entries(*h, entries)? {
-                if d == digest {
-                    places.push((to_u64(*h, 0, "height")?, i));
-                }
-            }
+        for (run, entries) in &runs {
+            places.extend(id_run_entries(*run, entries)?);
         }
-        for (height, index) in places {
+        for (h, entries) in &recent {
+            places.extend(id_entries(*h, entries)?);
+        }
+        places.retain(|(d, _, _)| *d == digest);
+        // The first occurrence holds the id.
+        places.sort_unstable_by_key(|&(_, h, i)| (h, i));
+        for (_, height, index) in places {
+            let height = to_u64(height, 0, "height")?;
             // The digest found the place; the id itself must match too.
             if let Some((tx, outcome)) = self.tx_at(height, index)? {
                 if &tx.id == id {
@@ -905,16 +1038,11 @@ impl ChainStore {
         max_height: u64,
     ) -> Result<(Vec<IdIndexRow>, Vec<OrgIndexRow>), LedgerError> {
         let m = to_i64(max_height, max_height, "height")?;
-        let buckets: Vec<(i64, Vec<u8>)> = tx_id_buckets::table
-            .filter(tx_id_buckets::height.le(m))
-            .select((tx_id_buckets::height, tx_id_buckets::entries))
-            .load(&mut self.conn)?;
-        let mut ids = Vec::new();
-        for (h, entries) in &buckets {
-            for (d, i) in id_entries(*h, entries)? {
-                ids.push((d.to_vec(), *h, i as i32));
-            }
-        }
+        let ids: Vec<(Vec<u8>, i64, i32)> = self
+            .id_index(Some(m))?
+            .into_iter()
+            .map(|(d, h, i)| (d.to_vec(), h, i as i32))
+            .collect();
         let grouped: Vec<(String, String, i64, String)> = tx_by_org::table
             .filter(tx_by_org::height.le(m))
             .select((

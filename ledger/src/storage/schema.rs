@@ -25,7 +25,14 @@ diesel::table! {
 }
 
 diesel::table! {
-    tx_id_buckets (bucket, height) {
+    tx_id_recent (height) {
+        height -> BigInt,
+        entries -> Binary,
+    }
+}
+
+diesel::table! {
+    tx_id_runs (bucket, height) {
         bucket -> Integer,
         height -> BigInt,
         entries -> Binary,
