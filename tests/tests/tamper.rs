@@ -421,7 +421,7 @@ fn an_id_index_by_bucket_is_migrated() {
         }
         sql.push_str(
             "DROP TABLE tx_id_recent; DROP TABLE tx_id_runs; \
-             DELETE FROM __diesel_schema_migrations WHERE version = '20261208000005';",
+             DELETE FROM __diesel_schema_migrations WHERE version = '20261207000005';",
         );
         conn.batch_execute(&sql).unwrap();
     }
