@@ -312,6 +312,67 @@ impl<J> Drop for Stage<J> {
     }
 }
 
+/// How often the checkpointer copies `chain.db`'s WAL into the file when
+/// the last pass copied everything.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Pause before the next pass when the last one left frames behind (the
+/// writer committed meanwhile, or another connection was checkpointing).
+const CHECKPOINT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Checkpoints `chain.db` on a thread and connection of its own, every
+/// 100 ms, so that the chain writer's commits rarely carry a large one.
+/// A passive checkpoint never blocks the writer. The writer keeps SQLite's
+/// automatic checkpoint (every 4,096 frames): the WAL only starts over
+/// when a writer finds every frame copied, which a writer committing
+/// every few milliseconds rarely finds after another connection's pass,
+/// so the writer's own checkpoint still ends each cycle (with the WAL's
+/// file growing without bound otherwise), but it now copies only the
+/// frames of the last ~100 ms instead of 64 MiB.
+struct Checkpointer {
+    stop: Option<SyncSender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn spawn(mut chain: ChainStore) -> Result<Self, LedgerError> {
+        let (stop, stopped) = sync_channel::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("chain-checkpoint".into())
+            .spawn(move || {
+                let mut wait = CHECKPOINT_EVERY;
+                loop {
+                    match stopped.recv_timeout(wait) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        // The engine is gone (or asked to stop).
+                        _ => return,
+                    }
+                    wait = match chain.checkpoint() {
+                        Ok(true) => CHECKPOINT_EVERY,
+                        Ok(false) => CHECKPOINT_RETRY,
+                        Err(e) => {
+                            tracing::warn!(code = e.code(), error = %e, "chain checkpoint failed; retrying");
+                            CHECKPOINT_EVERY
+                        }
+                    };
+                }
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Blocks remembered for parent checks without a database read.
 const RECENT_LEN_MAX: usize = 1024;
 
@@ -329,6 +390,8 @@ pub struct Engine {
     reader: StateStore,
     /// Makes blocks durable, then hands them to the state writer.
     chain_writer: Stage<ChainJob>,
+    /// Copies the chain's WAL into `chain.db` off the writer's path.
+    _checkpointer: Checkpointer,
     state_progress: Arc<Progress>,
     probes: Probes,
     /// Set when a write failed after the in-memory state moved on: the engine
@@ -460,6 +523,8 @@ impl Engine {
         let state_progress = state_writer.progress.clone();
         let mut writer_chain = ChainStore::open(&config.data_dir, config.chain_sync)?
             .with_run_entries(config.id_run_entries);
+        let checkpointer =
+            Checkpointer::spawn(ChainStore::open(&config.data_dir, config.chain_sync)?)?;
         let probes = config.probes.clone();
         let chain_writer = Stage::spawn(
             "chain-writer",
@@ -508,6 +573,7 @@ impl Engine {
             chain,
             reader,
             chain_writer,
+            _checkpointer: checkpointer,
             state_progress,
             probes: config.probes.clone(),
             failed: None,

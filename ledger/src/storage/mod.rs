@@ -558,7 +558,17 @@ impl ChainStore {
             checkpointed: i32,
         }
         let c: Checkpoint =
-            diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(&mut self.conn)?;
+            match diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(&mut self.conn) {
+                Ok(c) => c,
+                // Another connection is checkpointing (SQLITE_BUSY): not done
+                // by this call; the caller tries again later.
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message().contains("locked") || info.message().contains("busy") =>
+                {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e.into()),
+            };
         Ok(c.busy == 0 && c.log >= 0 && c.checkpointed == c.log)
     }
 
