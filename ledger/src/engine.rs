@@ -54,6 +54,9 @@ pub struct EngineConfig {
     /// Id index entries appended per block before they are merged into
     /// runs ([`crate::storage::ID_RUN_ENTRIES`]; tests use small runs).
     pub id_run_entries: usize,
+    /// Commits a merge of the id index is spread over
+    /// ([`crate::storage::ID_MERGE_SLICES`]).
+    pub id_merge_slices: usize,
     /// Per-stage timings for the node's metrics (off by default).
     pub probes: Probes,
 }
@@ -71,6 +74,7 @@ impl EngineConfig {
             state_commit_interval: std::time::Duration::from_millis(100),
             chain_queue_len_max: 4,
             id_run_entries: crate::storage::ID_RUN_ENTRIES,
+            id_merge_slices: crate::storage::ID_MERGE_SLICES,
             probes: Probes::default(),
         }
     }
@@ -522,7 +526,7 @@ impl Engine {
         )?;
         let state_progress = state_writer.progress.clone();
         let mut writer_chain = ChainStore::open(&config.data_dir, config.chain_sync)?
-            .with_run_entries(config.id_run_entries);
+            .with_id_runs(config.id_run_entries, config.id_merge_slices);
         let checkpointer =
             Checkpointer::spawn(ChainStore::open(&config.data_dir, config.chain_sync)?)?;
         let probes = config.probes.clone();

@@ -26,10 +26,11 @@ fn tx(id: String, org: &str, function: &str, args: serde_json::Value) -> Transac
 
 /// A ledger of five blocks: accounts in two organizations, then transfers.
 /// The id index's recent rows are merged into runs once they hold
-/// `id_run_entries` entries.
-fn build(dir: &Path, id_run_entries: usize) {
+/// `id_run_entries` entries, over `id_merge_slices` commits.
+fn build(dir: &Path, id_run_entries: usize, id_merge_slices: usize) {
     let mut config = EngineConfig::new(dir);
     config.id_run_entries = id_run_entries;
+    config.id_merge_slices = id_merge_slices;
     let mut engine = Engine::open(&config, domains::registry()).unwrap();
     let mut blocks = vec![vec![]];
     for org in ["o1", "o2"] {
@@ -109,12 +110,15 @@ fn rewrite_chunk(
 }
 
 fn built() -> tempfile::TempDir {
-    built_with(ledger::storage::ID_RUN_ENTRIES)
+    built_with(
+        ledger::storage::ID_RUN_ENTRIES,
+        ledger::storage::ID_MERGE_SLICES,
+    )
 }
 
-fn built_with(id_run_entries: usize) -> tempfile::TempDir {
+fn built_with(id_run_entries: usize, id_merge_slices: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    build(dir.path(), id_run_entries);
+    build(dir.path(), id_run_entries, id_merge_slices);
     verify_data_dir(dir.path(), &mut |_, _| {}).expect("an untouched ledger verifies");
     dir
 }
@@ -188,7 +192,11 @@ fn an_edited_header_is_caught() {
 #[test]
 fn a_rewritten_header_with_a_recomputed_hash_breaks_the_next_link() {
     let dir = tempfile::tempdir().unwrap();
-    build(dir.path(), ledger::storage::ID_RUN_ENTRIES);
+    build(
+        dir.path(),
+        ledger::storage::ID_RUN_ENTRIES,
+        ledger::storage::ID_MERGE_SLICES,
+    );
     let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
     let (mut header, _) = chain.header(2).unwrap().unwrap();
     header.timestamp = Timestamp(header.timestamp.0 + 5);
@@ -294,9 +302,10 @@ fn assert_id_index_mismatch_at(e: &VerifyError, at: u64) {
     );
 }
 
-/// Every append merges the recent rows: the whole index is in runs.
+/// Every append merges the recent rows in one commit: the whole index is
+/// in runs.
 fn built_in_runs() -> tempfile::TempDir {
-    let dir = built_with(1);
+    let dir = built_with(1, 1);
     let mut conn =
         SqliteConnection::establish(&dir.path().join("chain.db").to_string_lossy()).unwrap();
     #[derive(QueryableByName)]
@@ -315,10 +324,8 @@ fn built_in_runs() -> tempfile::TempDir {
     dir
 }
 
-#[test]
-fn ids_merged_into_runs_still_find_their_receipts() {
-    let dir = built_in_runs();
-    let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
+fn assert_receipts_found(dir: &Path) {
+    let mut chain = ChainStore::open(dir, ledger::storage::Sync::Off).unwrap();
     for (id, height) in [("t-o1", 1), ("x-1-0", 2), ("x-4-19", 5)] {
         let r = chain
             .receipt(&ledger::TxId::new(id).unwrap())
@@ -332,6 +339,53 @@ fn ids_merged_into_runs_still_find_their_receipts() {
         .unwrap()
         .is_none());
     assert_eq!(chain.id_digests().unwrap().len(), 12 + 4 * 20);
+}
+
+#[test]
+fn ids_merged_into_runs_still_find_their_receipts() {
+    assert_receipts_found(built_in_runs().path());
+}
+
+/// A merge spread over 16 commits is still under way after the five
+/// blocks (one slice each): entries are in runs and in recent rows at
+/// once. Lookups and `verify` see each once; a restart in the middle
+/// starts the merge over from the same first height, and it completes.
+#[test]
+fn an_id_merge_under_way_and_restarted_keeps_the_index_whole() {
+    let dir = built_with(1, 16);
+    assert_receipts_found(dir.path());
+    let mut config = EngineConfig::new(dir.path());
+    config.id_run_entries = 1;
+    config.id_merge_slices = 16;
+    {
+        let mut engine = Engine::open(&config, domains::registry()).unwrap();
+        for b in 0..20 {
+            parledger_tests::apply_next(
+                &mut engine,
+                vec![tx(
+                    format!("late-{b}"),
+                    "o1",
+                    "open_account",
+                    json!({"account": format!("late{b}"), "currency": "EUR"}),
+                )],
+                1_000,
+            )
+            .unwrap();
+        }
+        engine.flush().unwrap();
+    }
+    verify_data_dir(dir.path(), &mut |_, _| {}).expect("the index says what the chain says");
+    let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
+    assert_eq!(chain.id_digests().unwrap().len(), 12 + 4 * 20 + 20);
+    for id in ["t-o1", "x-4-19", "late-0", "late-19"] {
+        assert!(
+            chain
+                .receipt(&ledger::TxId::new(id).unwrap())
+                .unwrap()
+                .is_some(),
+            "{id}"
+        );
+    }
 }
 
 #[test]

@@ -296,50 +296,83 @@ fn id_run_entries(run: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>,
         .collect())
 }
 
-/// Moves every `tx_id_recent` row into runs: one `tx_id_runs` row per
-/// bucket (the digest's first byte), named by the first recent height,
-/// its entries sorted. Runs only hold heights below any later recent row.
-fn merge_id_runs(conn: &mut SqliteConnection) -> Result<(), LedgerError> {
+/// Slices a merge of the id index is spread over, one per commit: each
+/// commit of a merge writes the runs of 256 / 16 buckets (~0.5 MiB of WAL)
+/// instead of one commit writing all 256 (~8 MiB, ~100 ms here, which every
+/// request waiting on that commit waited for too).
+pub const ID_MERGE_SLICES: usize = 16;
+
+/// A merge of the id index's recent rows under way: the rows at heights
+/// `first..=last` go into runs named `first`, slice `next` at the next
+/// commit. Until the last slice, which deletes those recent rows, an entry
+/// may be both in a run and in a recent row: readers deduplicate. Nothing
+/// of it is stored: after a restart, the next commit starts the merge
+/// again from the same `first` (the recent rows are still there), and
+/// rewrites any slice already merged with a superset of its entries.
+#[derive(Debug, Clone, Copy)]
+struct IdMerge {
+    first: i64,
+    last: i64,
+    next: usize,
+}
+
+/// Writes slice `m.next` of `slices` of the merge `m` (the runs of its
+/// buckets, replacing any an interrupted merge left); the last slice then
+/// deletes the merged recent rows and returns how many entries they held.
+fn merge_id_slice(
+    conn: &mut SqliteConnection,
+    m: IdMerge,
+    slices: usize,
+) -> Result<Option<usize>, LedgerError> {
     let rows: Vec<(i64, Vec<u8>)> = tx_id_recent::table
-        .order(tx_id_recent::height.asc())
+        .filter(tx_id_recent::height.between(m.first, m.last))
         .select((tx_id_recent::height, tx_id_recent::entries))
         .load(conn)?;
-    let Some(first) = rows.first().map(|r| r.0) else {
-        return Ok(());
-    };
+    let per = 256usize.div_ceil(slices.max(1));
+    let buckets = m.next * per..((m.next + 1) * per).min(256);
     let mut entries = Vec::new();
+    let mut held = 0;
     for (h, bytes) in &rows {
-        entries.extend(id_entries(*h, bytes)?);
+        let all = id_entries(*h, bytes)?;
+        held += all.len();
+        entries.extend(
+            all.into_iter()
+                .filter(|e| buckets.contains(&usize::from(e.0[0]))),
+        );
     }
     entries.sort_unstable();
-    let mut buckets: Vec<(i32, Vec<u8>)> = Vec::new();
+    let mut runs: Vec<(i32, Vec<u8>)> = Vec::new();
     for (d, h, i) in entries {
-        if buckets.last().is_none_or(|(b, _)| *b != i32::from(d[0])) {
-            buckets.push((i32::from(d[0]), Vec::new()));
+        if runs.last().is_none_or(|(b, _)| *b != i32::from(d[0])) {
+            runs.push((i32::from(d[0]), Vec::new()));
         }
-        if let Some((_, bytes)) = buckets.last_mut() {
+        if let Some((_, bytes)) = runs.last_mut() {
             bytes.extend_from_slice(&d);
             bytes.extend_from_slice(&h.to_be_bytes());
             bytes.extend_from_slice(&i.to_be_bytes());
         }
     }
-    let run_rows: Vec<_> = buckets
+    let run_rows: Vec<_> = runs
         .iter()
         .map(|(b, bytes)| {
             (
                 tx_id_runs::bucket.eq(*b),
-                tx_id_runs::height.eq(first),
+                tx_id_runs::height.eq(m.first),
                 tx_id_runs::entries.eq(bytes.as_slice()),
             )
         })
         .collect();
     for rows in run_rows.chunks(SQL_VARIABLES_MAX / 3) {
-        diesel::insert_into(tx_id_runs::table)
+        diesel::replace_into(tx_id_runs::table)
             .values(rows)
             .execute(conn)?;
     }
-    diesel::delete(tx_id_recent::table).execute(conn)?;
-    Ok(())
+    if buckets.end < 256 {
+        return Ok(None);
+    }
+    diesel::delete(tx_id_recent::table.filter(tx_id_recent::height.between(m.first, m.last)))
+        .execute(conn)?;
+    Ok(Some(held))
 }
 
 /// A row of `tx_by_org`: organization, submitter, height, index.
@@ -518,6 +551,9 @@ pub struct ChainStore {
     recent_ids: Option<usize>,
     /// Entries the recent rows hold before they are merged into runs.
     run_entries: usize,
+    /// Commits a merge is spread over.
+    merge_slices: usize,
+    merge: Option<IdMerge>,
 }
 
 impl std::fmt::Debug for ChainStore {
@@ -533,13 +569,17 @@ impl ChainStore {
             conn: open(&dir.join(CHAIN_FILE), sync, CHAIN_MIGRATIONS)?,
             recent_ids: None,
             run_entries: ID_RUN_ENTRIES,
+            merge_slices: ID_MERGE_SLICES,
+            merge: None,
         })
     }
 
-    /// Merges the id index's recent rows into runs once they hold `n`
-    /// entries (tests use small runs; [`ID_RUN_ENTRIES`] otherwise).
-    pub fn with_run_entries(mut self, n: usize) -> Self {
-        self.run_entries = n.max(1);
+    /// Merges the id index's recent rows into runs once they hold
+    /// `entries` entries, over `slices` commits (tests use small runs and
+    /// whole merges; [`ID_RUN_ENTRIES`] and [`ID_MERGE_SLICES`] otherwise).
+    pub fn with_id_runs(mut self, entries: usize, slices: usize) -> Self {
+        self.run_entries = entries.max(1);
+        self.merge_slices = slices.clamp(1, 256);
         self
     }
 
@@ -592,18 +632,49 @@ impl ChainStore {
             }
         };
         let added: usize = blocks.iter().map(|b| b.digests.len()).sum();
-        let merge = recent + added >= self.run_entries;
-        self.conn.immediate_transaction(|conn| {
+        let start = self.merge.is_none() && recent + added >= self.run_entries;
+        let (current, slices) = (self.merge, self.merge_slices);
+        let merged = self.conn.immediate_transaction(|conn| {
             for b in blocks {
                 insert_block(conn, b)?;
             }
-            if merge {
-                merge_id_runs(conn)?;
-            }
+            let merge = match current {
+                Some(m) => Some(m),
+                None if start => {
+                    let (first, last): (Option<i64>, Option<i64>) = tx_id_recent::table
+                        .select((
+                            diesel::dsl::min(tx_id_recent::height),
+                            diesel::dsl::max(tx_id_recent::height),
+                        ))
+                        .first(conn)?;
+                    first.zip(last).map(|(first, last)| IdMerge {
+                        first,
+                        last,
+                        next: 0,
+                    })
+                }
+                None => None,
+            };
+            let done = match merge {
+                Some(m) => merge_id_slice(conn, m, slices)?,
+                None => None,
+            };
             inserted();
-            Ok::<_, LedgerError>(())
+            Ok::<_, LedgerError>((merge, done))
         })?;
-        self.recent_ids = Some(if merge { 0 } else { recent + added });
+        let mut recent = recent + added;
+        self.merge = match merged {
+            (Some(_), Some(held)) => {
+                recent = recent.saturating_sub(held);
+                None
+            }
+            (Some(m), None) => Some(IdMerge {
+                next: m.next + 1,
+                ..m
+            }),
+            (None, _) => None,
+        };
+        self.recent_ids = Some(recent);
         Ok(())
     }
 
@@ -713,6 +784,9 @@ impl ChainStore {
         for (h, entries) in &recent {
             out.extend(id_entries(*h, entries)?);
         }
+        // While a merge is under way, an entry may be in both.
+        out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 
@@ -847,6 +921,8 @@ impl ChainStore {
         places.retain(|(d, _, _)| *d == digest);
         // The first occurrence holds the id.
         places.sort_unstable_by_key(|&(_, h, i)| (h, i));
+        // While a merge is under way, an entry may be in both.
+        places.dedup();
         for (_, height, index) in places {
             let height = to_u64(height, 0, "height")?;
             // The digest found the place; the id itself must match too.
