@@ -229,8 +229,9 @@ const ID_RUN_ENTRY_BYTES: usize = 28;
 
 /// Entries the recent rows of the id index hold before the chain writer
 /// merges them into runs (one row per bucket). A merge dirties at most 256
-/// pages (~4 MiB of WAL) once per ~65,000 transactions, where one row per
-/// bucket and block dirtied them once per block; lookups read one row per
+/// pages (~4 MiB of WAL, over [`ID_MERGE_SLICES`] commits) once per
+/// ~65,000 transactions, where one row per bucket and block dirtied them
+/// once per block; lookups read one row per
 /// run of the digest's bucket (~150 after 10 million transactions) plus the
 /// recent rows (at most ~1.3 MB).
 pub const ID_RUN_ENTRIES: usize = 1 << 16;
@@ -765,10 +766,19 @@ impl ChainStore {
         max_height: Option<i64>,
     ) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
         let m = max_height.unwrap_or(i64::MAX);
-        let runs: Vec<(i64, Vec<u8>)> = tx_id_runs::table
-            .filter(tx_id_runs::height.le(m))
-            .select((tx_id_runs::height, tx_id_runs::entries))
-            .load(&mut self.conn)?;
+        type Rows = Vec<(i64, Vec<u8>)>;
+        // One snapshot for both tables (see `receipt`).
+        let (runs, recent) = self.conn.transaction(|conn| {
+            let runs: Rows = tx_id_runs::table
+                .filter(tx_id_runs::height.le(m))
+                .select((tx_id_runs::height, tx_id_runs::entries))
+                .load(conn)?;
+            let recent: Rows = tx_id_recent::table
+                .filter(tx_id_recent::height.le(m))
+                .select((tx_id_recent::height, tx_id_recent::entries))
+                .load(conn)?;
+            Ok::<_, LedgerError>((runs, recent))
+        })?;
         let mut out = Vec::new();
         for (run, entries) in &runs {
             out.extend(
@@ -777,10 +787,6 @@ impl ChainStore {
                     .filter(|e| e.1 <= m),
             );
         }
-        let recent: Vec<(i64, Vec<u8>)> = tx_id_recent::table
-            .filter(tx_id_recent::height.le(m))
-            .select((tx_id_recent::height, tx_id_recent::entries))
-            .load(&mut self.conn)?;
         for (h, entries) in &recent {
             out.extend(id_entries(*h, entries)?);
         }
@@ -902,15 +908,22 @@ impl ChainStore {
                 .bind::<diesel::sql_types::Binary, _>(digest.as_slice())
                 .sql(") > 0")
         };
-        let runs: Vec<(i64, Vec<u8>)> = tx_id_runs::table
-            .filter(tx_id_runs::bucket.eq(i32::from(digest[0])))
-            .filter(holds())
-            .select((tx_id_runs::height, tx_id_runs::entries))
-            .load(&mut self.conn)?;
-        let recent: Vec<(i64, Vec<u8>)> = tx_id_recent::table
-            .filter(holds())
-            .select((tx_id_recent::height, tx_id_recent::entries))
-            .load(&mut self.conn)?;
+        // One read transaction, one snapshot: the last slice of a merge
+        // moves entries from recent rows into runs in one commit, which
+        // must not fall between the two reads.
+        type Rows = Vec<(i64, Vec<u8>)>;
+        let (runs, recent) = self.conn.transaction(|conn| {
+            let runs: Rows = tx_id_runs::table
+                .filter(tx_id_runs::bucket.eq(i32::from(digest[0])))
+                .filter(holds())
+                .select((tx_id_runs::height, tx_id_runs::entries))
+                .load(conn)?;
+            let recent: Rows = tx_id_recent::table
+                .filter(holds())
+                .select((tx_id_recent::height, tx_id_recent::entries))
+                .load(conn)?;
+            Ok::<_, LedgerError>((runs, recent))
+        })?;
         let mut places = Vec::new();
         for (run, entries) in &runs {
             places.extend(id_run_entries(*run, entries)?);
