@@ -338,7 +338,8 @@ fn assert_receipts_found(dir: &Path) {
         .receipt(&ledger::TxId::new("never-used").unwrap())
         .unwrap()
         .is_none());
-    assert_eq!(chain.id_digests().unwrap().len(), 12 + 4 * 20);
+    let used: std::collections::HashSet<_> = chain.id_digests().unwrap().into_iter().collect();
+    assert_eq!(used.len(), 12 + 4 * 20);
 }
 
 #[test]
@@ -376,7 +377,8 @@ fn an_id_merge_under_way_and_restarted_keeps_the_index_whole() {
     }
     verify_data_dir(dir.path(), &mut |_, _| {}).expect("the index says what the chain says");
     let mut chain = ChainStore::open(dir.path(), ledger::storage::Sync::Off).unwrap();
-    assert_eq!(chain.id_digests().unwrap().len(), 12 + 4 * 20 + 20);
+    let used: std::collections::HashSet<_> = chain.id_digests().unwrap().into_iter().collect();
+    assert_eq!(used.len(), 12 + 4 * 20 + 20);
     for id in ["t-o1", "x-4-19", "late-0", "late-19"] {
         assert!(
             chain

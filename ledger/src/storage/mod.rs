@@ -751,24 +751,38 @@ impl ChainStore {
 
     /// The digest of every id used so far (an id is consumed by its first
     /// occurrence).
+    /// While a merge is under way a digest can be listed twice (in a run
+    /// and in a recent row): the caller's set keeps it once. Read at open,
+    /// so the entries are not collected and sorted first.
     pub fn id_digests(&mut self) -> Result<Vec<IdDigest>, LedgerError> {
-        Ok(self
-            .id_index(None)?
-            .into_iter()
-            .map(|(digest, _, _)| IdDigest(u128::from_be_bytes(digest)))
-            .collect())
+        let (runs, recent) = self.id_rows(i64::MAX)?;
+        let mut out = Vec::new();
+        for (run, entries) in &runs {
+            out.extend(
+                id_run_entries(*run, entries)?
+                    .into_iter()
+                    .map(|(d, _, _)| IdDigest(u128::from_be_bytes(d))),
+            );
+        }
+        for (h, entries) in &recent {
+            out.extend(
+                id_entries(*h, entries)?
+                    .into_iter()
+                    .map(|(d, _, _)| IdDigest(u128::from_be_bytes(d))),
+            );
+        }
+        Ok(out)
     }
 
-    /// Every entry of the id index (runs, then recent rows), at or below
-    /// `max_height` if given.
-    fn id_index(
+    /// The id index's runs and recent rows that start at or below `m`.
+    #[allow(clippy::type_complexity)]
+    fn id_rows(
         &mut self,
-        max_height: Option<i64>,
-    ) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
-        let m = max_height.unwrap_or(i64::MAX);
+        m: i64,
+    ) -> Result<(Vec<(i64, Vec<u8>)>, Vec<(i64, Vec<u8>)>), LedgerError> {
         type Rows = Vec<(i64, Vec<u8>)>;
         // One snapshot for both tables (see `receipt`).
-        let (runs, recent) = self.conn.transaction(|conn| {
+        self.conn.transaction(|conn| {
             let runs: Rows = tx_id_runs::table
                 .filter(tx_id_runs::height.le(m))
                 .select((tx_id_runs::height, tx_id_runs::entries))
@@ -778,7 +792,13 @@ impl ChainStore {
                 .select((tx_id_recent::height, tx_id_recent::entries))
                 .load(conn)?;
             Ok::<_, LedgerError>((runs, recent))
-        })?;
+        })
+    }
+
+    /// Every entry of the id index at or below `max_height`, sorted, each
+    /// once.
+    fn id_index(&mut self, m: i64) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
+        let (runs, recent) = self.id_rows(m)?;
         let mut out = Vec::new();
         for (run, entries) in &runs {
             out.extend(
@@ -1138,7 +1158,7 @@ impl ChainStore {
     ) -> Result<(Vec<IdIndexRow>, Vec<OrgIndexRow>), LedgerError> {
         let m = to_i64(max_height, max_height, "height")?;
         let ids: Vec<(Vec<u8>, i64, i32)> = self
-            .id_index(Some(m))?
+            .id_index(m)?
             .into_iter()
             .map(|(d, h, i)| (d.to_vec(), h, i as i32))
             .collect();
