@@ -252,49 +252,49 @@ fn id_recent_entries(digests: &[IdDigest]) -> Vec<u8> {
     bytes
 }
 
-fn id_row_corrupt(height: i64) -> LedgerError {
-    corrupt(
-        u64::try_from(height).unwrap_or(0),
-        "an id index row is not a whole number of entries",
-    )
-}
-
-/// The (digest, height, index) entries of a `tx_id_recent` row (all at
-/// its `height`).
-fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
-    if !entries.len().is_multiple_of(ID_ENTRY_BYTES) {
-        return Err(id_row_corrupt(height));
+/// The (digest, height, index) entries of an id index row: a
+/// `tx_id_recent` row's ([`ID_ENTRY_BYTES`] each, all at the row's
+/// `height`) or a `tx_id_runs` row's ([`ID_RUN_ENTRY_BYTES`] each, with
+/// their own height; `height` is the run's first, for error reports).
+fn parse_id_row(
+    height: i64,
+    entries: &[u8],
+    width: usize,
+) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
+    if !entries.len().is_multiple_of(width) {
+        return Err(corrupt(
+            u64::try_from(height).unwrap_or(0),
+            "an id index row is not a whole number of entries",
+        ));
     }
+    let with_height = width == ID_RUN_ENTRY_BYTES;
     Ok(entries
-        .chunks_exact(ID_ENTRY_BYTES)
-        .map(|e| {
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&e[..16]);
-            let mut i = [0u8; 4];
-            i.copy_from_slice(&e[16..]);
-            (d, height, u32::from_be_bytes(i))
-        })
-        .collect())
-}
-
-/// The (digest, height, index) entries of a `tx_id_runs` row (`run`: the
-/// first height it covers, for error reports).
-fn id_run_entries(run: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
-    if !entries.len().is_multiple_of(ID_RUN_ENTRY_BYTES) {
-        return Err(id_row_corrupt(run));
-    }
-    Ok(entries
-        .chunks_exact(ID_RUN_ENTRY_BYTES)
+        .chunks_exact(width)
         .map(|e| {
             let mut d = [0u8; 16];
             d.copy_from_slice(&e[..16]);
             let mut h = [0u8; 8];
-            h.copy_from_slice(&e[16..24]);
+            if with_height {
+                h.copy_from_slice(&e[16..24]);
+            }
             let mut i = [0u8; 4];
-            i.copy_from_slice(&e[24..]);
-            (d, i64::from_be_bytes(h), u32::from_be_bytes(i))
+            i.copy_from_slice(&e[width - 4..]);
+            let h = if with_height {
+                i64::from_be_bytes(h)
+            } else {
+                height
+            };
+            (d, h, u32::from_be_bytes(i))
         })
         .collect())
+}
+
+fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
+    parse_id_row(height, entries, ID_ENTRY_BYTES)
+}
+
+fn id_run_entries(run: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
+    parse_id_row(run, entries, ID_RUN_ENTRY_BYTES)
 }
 
 /// Slices a merge of the id index is spread over, one per commit: each
