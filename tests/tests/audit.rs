@@ -90,6 +90,16 @@ fn build(engine: &mut Engine) -> Vec<(u64, Transaction)> {
     all
 }
 
+/// A query for up to 1,000 entries, as `f` sets it.
+fn query(f: &dyn Fn(&mut AuditQuery)) -> AuditQuery {
+    let mut q = AuditQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    f(&mut q);
+    q
+}
+
 fn ids(entries: &[AuditEntry]) -> Vec<String> {
     entries.iter().map(|e| e.tx.id.to_string()).collect()
 }
@@ -111,14 +121,7 @@ fn audit_queries_answer_by_org_submitter_partition_and_time_and_page() {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = Engine::open(&EngineConfig::new(dir.path()), domains::registry()).unwrap();
     let all = build(&mut engine);
-    let q = |f: &dyn Fn(&mut AuditQuery)| {
-        let mut q = AuditQuery {
-            limit: 1000,
-            ..Default::default()
-        };
-        f(&mut q);
-        q
-    };
+    let q = query;
 
     let by_org = engine
         .audit(&q(&|q| q.org = Some(OrgId::new("o2").unwrap())))
@@ -192,4 +195,50 @@ fn audit_queries_answer_by_org_submitter_partition_and_time_and_page() {
         }))
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// A chain written before the audit index had runs (keys leading with the
+/// organization or partition) is converted when it is opened, and answers
+/// the same queries across runs.
+#[test]
+fn an_audit_index_without_runs_is_migrated() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+    let dir = tempfile::tempdir().unwrap();
+    let all = {
+        let mut engine = Engine::open(&EngineConfig::new(dir.path()), domains::registry()).unwrap();
+        let all = build(&mut engine);
+        engine.flush().unwrap();
+        all
+    };
+    {
+        let path = dir.path().join("chain.db");
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        conn.batch_execute(include_str!(
+            "../../ledger/migrations/chain/2026-12-07-000006_audit_runs/down.sql"
+        ))
+        .unwrap();
+        conn.batch_execute(
+            "DELETE FROM __diesel_schema_migrations WHERE version = '20261207000006';",
+        )
+        .unwrap();
+    }
+    ledger::verify::verify_data_dir(dir.path(), &mut |_, _| {})
+        .expect("the migrated ledger verifies");
+    let mut engine = Engine::open(&EngineConfig::new(dir.path()), domains::registry()).unwrap();
+    let q = query;
+    let by_org = engine
+        .audit(&q(&|q| q.org = Some(OrgId::new("o3").unwrap())))
+        .unwrap();
+    assert_eq!(ids(&by_org), expected(&all, |_, t| t.org.as_str() == "o3"));
+    let p1 = PartitionId::parse("o1/finance").unwrap();
+    let by_partition = engine
+        .audit(&q(&|q| q.partition = Some(p1.clone())))
+        .unwrap();
+    assert_eq!(
+        ids(&by_partition),
+        expected(&all, |_, t| t.org.as_str() == "o1"
+            || to_org(t).as_deref() == Some("o1"))
+    );
+    assert!(by_partition.iter().any(|e| e.height > 32), "spans two runs");
 }

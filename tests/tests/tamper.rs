@@ -267,6 +267,15 @@ fn a_garbled_audit_index_list_is_caught_at_its_block() {
 }
 
 #[test]
+fn an_audit_index_row_filed_under_another_run_is_caught() {
+    // Queries seek the run a height belongs to: a row moved to another run
+    // is hidden from every auditor as surely as a deleted one.
+    let e = tampered("UPDATE tx_by_org SET run = run + 1 WHERE height = 3;", "");
+    assert_eq!(e.height(), Some(3), "{e}");
+    assert!(e.to_string().contains("run"), "{e}");
+}
+
+#[test]
 fn a_forged_id_index_row_is_caught() {
     let e = tampered(
         // Block 2's recent row now claims digest 0 at position 7 only

@@ -187,6 +187,22 @@ pub const AUDIT_LIMIT_MAX: usize = 1000;
 
 /// Blocks an audit query reads index rows for at once, at first and at most.
 const AUDIT_WINDOW_MIN: u64 = 16;
+
+/// Blocks per run of the audit index (`tx_by_org`, `tx_partitions`): their
+/// rows lead with `run = height / AUDIT_RUN_BLOCKS`, so that a block's rows
+/// land in the pages of the current run rather than one page per
+/// organization or partition, and a query seeks once per run it covers.
+/// The migration `2026-12-07-000006_audit_runs` computes the same value.
+const AUDIT_RUN_BLOCKS: i64 = 32;
+
+fn audit_run(height: i64) -> i64 {
+    height / AUDIT_RUN_BLOCKS
+}
+
+/// The runs that hold heights `from..=to`.
+fn audit_runs(from: i64, to: i64) -> Vec<i64> {
+    (audit_run(from)..=audit_run(to)).collect()
+}
 const AUDIT_WINDOW_MAX: u64 = 1 << 16;
 /// Candidate positions in one window above which the next is halved.
 const AUDIT_WINDOW_CANDIDATES_MAX: usize = 100_000;
@@ -450,6 +466,7 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
         .iter()
         .map(|(org, submitter, idxs)| {
             (
+                tx_by_org::run.eq(audit_run(height)),
                 tx_by_org::org.eq(*org),
                 tx_by_org::submitter.eq(*submitter),
                 tx_by_org::height.eq(height),
@@ -472,6 +489,7 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
         .iter()
         .map(|(p, i)| {
             (
+                tx_partitions::run.eq(audit_run(height)),
                 tx_partitions::partition.eq(p.as_str()),
                 tx_partitions::height.eq(height),
                 tx_partitions::idx.eq(*i),
@@ -495,12 +513,12 @@ fn insert_block(conn: &mut SqliteConnection, b: &NewBlock<'_>) -> Result<(), Led
                 ))
                 .execute(conn)?;
         }
-        for rows in org_rows.chunks(SQL_VARIABLES_MAX / 4) {
+        for rows in org_rows.chunks(SQL_VARIABLES_MAX / 5) {
             diesel::insert_into(tx_by_org::table)
                 .values(rows)
                 .execute(conn)?;
         }
-        for chunk in tx_parts.chunks(SQL_VARIABLES_MAX / 3) {
+        for chunk in tx_parts.chunks(SQL_VARIABLES_MAX / 4) {
             diesel::insert_into(tx_partitions::table)
                 .values(chunk)
                 .execute(conn)?;
@@ -1037,16 +1055,19 @@ impl ChainStore {
         out: &mut Vec<AuditEntry>,
     ) -> Result<usize, LedgerError> {
         let (f, t) = (bound(from), bound(to));
+        let runs = audit_runs(f, t);
         // Candidate positions from the narrowest index, in block order.
         // The flag marks positions that declared the queried partition.
         let mut places: Vec<(i64, i32, bool)> = if let Some(p) = &q.partition {
             let declared: Vec<(i64, i32)> = tx_partitions::table
+                .filter(tx_partitions::run.eq_any(&runs))
                 .filter(tx_partitions::partition.eq(p.to_string()))
                 .filter(tx_partitions::height.between(f, t))
                 .select((tx_partitions::height, tx_partitions::idx))
                 .load(&mut self.conn)?;
             let home = positions(
                 tx_by_org::table
+                    .filter(tx_by_org::run.eq_any(&runs))
                     .filter(tx_by_org::org.eq(p.org.as_str()))
                     .filter(tx_by_org::height.between(f, t))
                     .select((tx_by_org::height, tx_by_org::idxs))
@@ -1058,6 +1079,7 @@ impl ChainStore {
             v
         } else if let Some(org) = &q.org {
             let mut query = tx_by_org::table
+                .filter(tx_by_org::run.eq_any(&runs))
                 .filter(tx_by_org::org.eq(org.as_str()))
                 .filter(tx_by_org::height.between(f, t))
                 .select((tx_by_org::height, tx_by_org::idxs))
@@ -1070,6 +1092,7 @@ impl ChainStore {
         } else if let Some(u) = &q.submitter {
             let v = positions(
                 tx_by_org::table
+                    .filter(tx_by_org::run.eq_any(&runs))
                     .filter(tx_by_org::submitter.eq(u.as_str()))
                     .filter(tx_by_org::height.between(f, t))
                     .select((tx_by_org::height, tx_by_org::idxs))
@@ -1162,9 +1185,10 @@ impl ChainStore {
             .into_iter()
             .map(|(d, h, i)| (d.to_vec(), h, i as i32))
             .collect();
-        let grouped: Vec<(String, String, i64, String)> = tx_by_org::table
+        let grouped: Vec<(i64, String, String, i64, String)> = tx_by_org::table
             .filter(tx_by_org::height.le(m))
             .select((
+                tx_by_org::run,
                 tx_by_org::org,
                 tx_by_org::submitter,
                 tx_by_org::height,
@@ -1172,7 +1196,14 @@ impl ChainStore {
             ))
             .load(&mut self.conn)?;
         let mut orgs: Vec<(String, String, i64, i32)> = Vec::new();
-        for (o, u, h, idxs) in grouped {
+        for (run, o, u, h, idxs) in grouped {
+            if run != audit_run(h) {
+                // Queries would never look for it there: as good as deleted.
+                return Err(corrupt(
+                    to_u64(h, 0, "height")?,
+                    format!("tx_by_org row of {o} filed under run {run}"),
+                ));
+            }
             for i in parse_positions(h, &idxs)? {
                 orgs.push((o.clone(), u.clone(), h, i));
             }

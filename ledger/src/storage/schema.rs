@@ -40,7 +40,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    tx_by_org (org, submitter, height) {
+    tx_by_org (run, org, submitter, height) {
+        run -> BigInt,
         org -> Text,
         submitter -> Text,
         height -> BigInt,
@@ -49,7 +50,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    tx_partitions (partition, height, idx) {
+    tx_partitions (run, partition, height, idx) {
+        run -> BigInt,
         partition -> Text,
         height -> BigInt,
         idx -> Integer,
