@@ -187,6 +187,9 @@ pub const AUDIT_LIMIT_MAX: usize = 1000;
 
 /// Blocks an audit query reads index rows for at once, at first and at most.
 const AUDIT_WINDOW_MIN: u64 = 16;
+const AUDIT_WINDOW_MAX: u64 = 1 << 16;
+/// Candidate positions in one window above which the next is halved.
+const AUDIT_WINDOW_CANDIDATES_MAX: usize = 100_000;
 
 /// Blocks per run of the audit index (`tx_by_org`, `tx_partitions`): their
 /// rows lead with `run = height / AUDIT_RUN_BLOCKS`, so that a block's rows
@@ -203,9 +206,6 @@ fn audit_run(height: i64) -> i64 {
 fn audit_runs(from: i64, to: i64) -> Vec<i64> {
     (audit_run(from)..=audit_run(to)).collect()
 }
-const AUDIT_WINDOW_MAX: u64 = 1 << 16;
-/// Candidate positions in one window above which the next is halved.
-const AUDIT_WINDOW_CANDIDATES_MAX: usize = 100_000;
 
 /// Filters of an audit query; all given filters must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
