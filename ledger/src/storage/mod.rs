@@ -289,17 +289,15 @@ fn parse_id_row(
         .map(|e| {
             let mut d = [0u8; 16];
             d.copy_from_slice(&e[..16]);
-            let mut h = [0u8; 8];
-            if with_height {
-                h.copy_from_slice(&e[16..24]);
-            }
-            let mut i = [0u8; 4];
-            i.copy_from_slice(&e[width - 4..]);
             let h = if with_height {
+                let mut h = [0u8; 8];
+                h.copy_from_slice(&e[16..24]);
                 i64::from_be_bytes(h)
             } else {
                 height
             };
+            let mut i = [0u8; 4];
+            i.copy_from_slice(&e[width - 4..]);
             (d, h, u32::from_be_bytes(i))
         })
         .collect())
@@ -311,6 +309,22 @@ fn id_entries(height: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, 
 
 fn id_run_entries(run: i64, entries: &[u8]) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
     parse_id_row(run, entries, ID_RUN_ENTRY_BYTES)
+}
+
+/// Calls `f` with every entry of the id index's `runs` and `recent` rows
+/// (as [`ChainStore::id_rows`] reads them), runs first.
+fn each_id_entry(
+    runs: &[(i64, Vec<u8>)],
+    recent: &[(i64, Vec<u8>)],
+    mut f: impl FnMut(([u8; 16], i64, u32)),
+) -> Result<(), LedgerError> {
+    for (run, entries) in runs {
+        id_run_entries(*run, entries)?.into_iter().for_each(&mut f);
+    }
+    for (h, entries) in recent {
+        id_entries(*h, entries)?.into_iter().for_each(&mut f);
+    }
+    Ok(())
 }
 
 /// Slices a merge of the id index is spread over, one per commit: each
@@ -775,20 +789,9 @@ impl ChainStore {
     pub fn id_digests(&mut self) -> Result<Vec<IdDigest>, LedgerError> {
         let (runs, recent) = self.id_rows(i64::MAX)?;
         let mut out = Vec::new();
-        for (run, entries) in &runs {
-            out.extend(
-                id_run_entries(*run, entries)?
-                    .into_iter()
-                    .map(|(d, _, _)| IdDigest(u128::from_be_bytes(d))),
-            );
-        }
-        for (h, entries) in &recent {
-            out.extend(
-                id_entries(*h, entries)?
-                    .into_iter()
-                    .map(|(d, _, _)| IdDigest(u128::from_be_bytes(d))),
-            );
-        }
+        each_id_entry(&runs, &recent, |(d, _, _)| {
+            out.push(IdDigest(u128::from_be_bytes(d)));
+        })?;
         Ok(out)
     }
 
@@ -818,16 +821,12 @@ impl ChainStore {
     fn id_index(&mut self, m: i64) -> Result<Vec<([u8; 16], i64, u32)>, LedgerError> {
         let (runs, recent) = self.id_rows(m)?;
         let mut out = Vec::new();
-        for (run, entries) in &runs {
-            out.extend(
-                id_run_entries(*run, entries)?
-                    .into_iter()
-                    .filter(|e| e.1 <= m),
-            );
-        }
-        for (h, entries) in &recent {
-            out.extend(id_entries(*h, entries)?);
-        }
+        // A run starting at or below `m` may hold entries above it.
+        each_id_entry(&runs, &recent, |e| {
+            if e.1 <= m {
+                out.push(e);
+            }
+        })?;
         // While a merge is under way, an entry may be in both.
         out.sort_unstable();
         out.dedup();
@@ -963,13 +962,11 @@ impl ChainStore {
             Ok::<_, LedgerError>((runs, recent))
         })?;
         let mut places = Vec::new();
-        for (run, entries) in &runs {
-            places.extend(id_run_entries(*run, entries)?);
-        }
-        for (h, entries) in &recent {
-            places.extend(id_entries(*h, entries)?);
-        }
-        places.retain(|(d, _, _)| *d == digest);
+        each_id_entry(&runs, &recent, |e| {
+            if e.0 == digest {
+                places.push(e);
+            }
+        })?;
         // The first occurrence holds the id.
         places.sort_unstable_by_key(|&(_, h, i)| (h, i));
         // While a merge is under way, an entry may be in both.
